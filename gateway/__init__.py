@@ -1,0 +1,1 @@
+"""OpenAI-compatible gateway and engine supervisor for comparing two vLLM-served models."""

@@ -1,0 +1,73 @@
+"""What the gateway knows about its engines: `/engines`, `/ready` and `/v1/models` bodies.
+
+reporter = StatusReporter(client, router, supervisor)
+rows = await reporter.engines()      # one row per replica, health probed live
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+
+from gateway.routing import ModelRoute, Replica, Router
+from gateway.supervisor import EngineSupervisor
+
+HEALTH_TIMEOUT_S = 2.0
+
+
+class StatusReporter:
+    def __init__(self, client: httpx.AsyncClient, router: Router, supervisor: EngineSupervisor | None) -> None:
+        self.client = client
+        self.router = router
+        self.supervisor = supervisor
+
+    async def probe(self, replica: Replica) -> bool:
+        try:
+            response = await self.client.get(f"{replica.url}/health", timeout=HEALTH_TIMEOUT_S)
+        except httpx.HTTPError:
+            healthy = False
+        else:
+            healthy = response.status_code == 200
+        replica.healthy = healthy
+        return healthy
+
+    async def engines(self) -> list[dict[str, Any]]:
+        pairs = [(route, replica) for route in self.router.routes for replica in route.replicas]
+        health = await asyncio.gather(*(self.probe(replica) for _, replica in pairs))
+        if self.supervisor is not None:
+            self.supervisor.poll()
+        return [self._row(route, replica, ok) for (route, replica), ok in zip(pairs, health, strict=True)]
+
+    def _row(self, route: ModelRoute, replica: Replica, healthy: bool) -> dict[str, Any]:
+        spec = route.spec
+        local = self.supervisor.find(spec.name) if self.supervisor else None
+        is_local = local is not None and local.spec.url == replica.url
+        return {
+            "name": spec.name,
+            "aliases": list(spec.aliases),
+            "model": spec.engine.model if spec.engine and is_local else None,
+            "url": replica.url,
+            "state": "ready" if healthy else (local.state.value if is_local and local else "unreachable"),
+            "healthy": healthy,
+            "local": is_local,
+            "pid": local.pid if is_local and local else None,
+            "restarts": local.restarts if is_local and local else 0,
+            "in_flight": replica.in_flight,
+        }
+
+    def models(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "id": route.name,
+                "object": "model",
+                "created": 0,
+                "owned_by": "gateway",
+                "aliases": list(route.spec.aliases),
+                "root": route.spec.engine.model if route.spec.engine else route.name,
+                "max_model_len": route.spec.engine.max_model_len if route.spec.engine else None,
+                "sampling_defaults": route.spec.sampling_defaults.as_request_fields(),
+            }
+            for route in self.router.routes
+        ]
