@@ -144,12 +144,20 @@ class ModelSpec(_Strict):
         return local + list(self.endpoints)
 
 
+class CompareSpec(_Strict):
+    """The side-by-side page and API (/v1/compare)."""
+
+    votes_db: str = ".cache/votes.sqlite3"  # relative to the project root unless absolute
+    anonymous: bool = True  # show models as A/B with sides shuffled until the vote
+
+
 class GatewaySpec(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, gt=0, lt=65536)
     connect_timeout_s: float = Field(default=5, gt=0)
     request_timeout_s: float = Field(default=600, gt=0)  # whole request, streaming included
     log_dir: str = "logs"
+    compare: CompareSpec = Field(default_factory=CompareSpec)
 
 
 class DeploymentConfig(_Strict):
