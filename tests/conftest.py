@@ -80,13 +80,16 @@ def start_server(config_path: Path, log_dir: Path, *extra: str) -> tuple[subproc
     return process, log_path
 
 
-def wait_ready(url: str, process: subprocess.Popen[bytes], log_path: Path, *, deadline_s: float) -> None:
+def wait_ready(
+    url: str, process: subprocess.Popen[bytes], log_path: Path, *, deadline_s: float, path: str = "/ready"
+) -> None:
+    """Poll `url + path` until it answers 200; fail with the log if the process exits first."""
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
         if process.poll() is not None:
             pytest.fail(f"server exited with {process.returncode}:\n{log_path.read_text(errors='replace')[-4000:]}")
         try:
-            if httpx.get(f"{url}/ready", timeout=5).status_code == 200:
+            if httpx.get(f"{url}{path}", timeout=5).status_code == 200:
                 return
         except httpx.HTTPError:
             pass

@@ -113,7 +113,8 @@ def test_gpu_memory_utilization_over_095_on_one_device(tmp_path: Path) -> None:
             {"name": "b", "engine": engine(9002, gpu_memory_utilization=0.5)},
         ],
     }
-    with pytest.raises(ConfigError, match=r"models\[1\].engine.gpu_memory_utilization: engines on GPU 0 add up to 1.00"):
+    expected = r"models\[1\].engine.gpu_memory_utilization: engines on GPU 0 add up to 1.00"
+    with pytest.raises(ConfigError, match=expected):
         load_config(write(tmp_path, data))
     data["models"][1]["engine"]["device"] = 1  # type: ignore[index]
     assert len(load_config(write(tmp_path, data)).models) == 2

@@ -24,7 +24,7 @@ R1 = ModelSpec(
         (b'{"model": "m", "stream": "yes"}', "'stream' must be of type bool"),
         (b'{"model": "m", "max_tokens": true}', "'max_tokens' must be of type int"),
         (b'{"model": "m", "temperature": "hot"}', "'temperature' must be of type int or float"),
-        (b'\xff\xfe', "not valid JSON"),
+        (b"\xff\xfe", "not valid JSON"),
     ],
 )
 def test_parse_body_rejects_bad_input(raw: bytes, message: str) -> None:
