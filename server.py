@@ -11,6 +11,7 @@ Ctrl-C or SIGTERM stops the gateway and every engine it started.
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 import time
@@ -73,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     config = config.model_copy(update={"gateway": gateway})
     log_dir = args.log_dir or (ROOT / config.gateway.log_dir)
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    access = logging.getLogger("gateway.access")
+    access.addHandler(logging.StreamHandler(sys.stderr))
+    access.setLevel(logging.INFO)
 
     supervisor = None if args.gateway_only else EngineSupervisor(config, log_dir=log_dir, progress=_say)
     try:

@@ -115,6 +115,15 @@ class EngineSpec(_Strict):
         return env | dict(self.env)
 
 
+class AdmissionSpec(_Strict):
+    """Admission control per replica: beyond `max_in_flight` requests wait in a bounded queue;
+    a full queue, or a wait longer than `queue_timeout_s`, is answered 429 with Retry-After."""
+
+    max_in_flight: int = Field(default=64, gt=0)
+    max_queue: int = Field(default=128, ge=0)
+    queue_timeout_s: float = Field(default=30, gt=0)
+
+
 class ModelSpec(_Strict):
     """A model the gateway serves: its public names, defaults, and where it runs."""
 
@@ -125,6 +134,7 @@ class ModelSpec(_Strict):
     system_prompt: Literal["keep", "merge_into_user"] = "keep"
     engine: EngineSpec | None = None
     endpoints: list[str] = Field(default_factory=list)  # engines started elsewhere (URLs)
+    admission: AdmissionSpec = Field(default_factory=AdmissionSpec)
 
     @field_validator("endpoints")
     @classmethod
@@ -155,7 +165,17 @@ class GatewaySpec(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, gt=0, lt=65536)
     connect_timeout_s: float = Field(default=5, gt=0)
-    request_timeout_s: float = Field(default=600, gt=0)  # whole request, streaming included
+    first_byte_timeout_s: float = Field(default=300, gt=0)  # until the engine's response headers
+    request_timeout_s: float = Field(default=1800, gt=0)  # whole request, streaming included
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+    health_interval_s: float = Field(default=2, gt=0)  # background health checks of every replica
+    restart_engines: bool = True  # restart local engines that die, with exponential backoff
+    max_restart_backoff_s: float = Field(default=30, gt=0)
+    # API keys: comma-separated in this environment variable and/or one per line in a file.
+    # No key configured means no authentication. Keys are never logged.
+    api_keys_env: str = "GATEWAY_API_KEYS"
+    api_keys_file: str | None = None
+    access_log: bool = True  # one JSON line per request on stderr (no prompt text)
     log_dir: str = "logs"
     compare: CompareSpec = Field(default_factory=CompareSpec)
 

@@ -36,18 +36,28 @@ class Replica:
 class ModelRoute:
     spec: ModelSpec
     replicas: list[Replica] = field(default_factory=list)
+    _turn: int = field(default=0, repr=False)
 
     @property
     def name(self) -> str:
         return self.spec.name
 
-    def choose(self) -> Replica:
-        """The healthy replica with the fewest requests in flight (any replica if none is healthy)."""
-        candidates = [r for r in self.replicas if r.healthy] or self.replicas
-        return min(candidates, key=lambda r: r.in_flight)
+    def choose(self, exclude: set[str] | None = None) -> Replica | None:
+        """The healthy replica with the fewest requests in flight; an unhealthy one if no
+        replica is healthy (its health may be stale); None if every replica is excluded."""
+        pool = [r for r in self.replicas if not exclude or r.url not in exclude]
+        candidates = [r for r in pool if r.healthy] or pool
+        if not candidates:
+            return None
+        # Ties go round-robin, so sequential traffic is spread over idle replicas too.
+        self._turn = (self._turn + 1) % len(candidates)
+        rotated = candidates[self._turn :] + candidates[: self._turn]
+        return min(rotated, key=lambda r: r.in_flight)
 
     def pick(self) -> contextlib.AbstractContextManager[Replica]:
-        return self.choose().busy()
+        replica = self.choose()
+        assert replica is not None, "a route always has at least one replica"
+        return replica.busy()
 
 
 class Router:

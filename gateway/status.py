@@ -11,10 +11,9 @@ from typing import Any
 
 import httpx
 
+from gateway.health import probe
 from gateway.routing import ModelRoute, Replica, Router
 from gateway.supervisor import EngineSupervisor
-
-HEALTH_TIMEOUT_S = 2.0
 
 
 class StatusReporter:
@@ -23,19 +22,9 @@ class StatusReporter:
         self.router = router
         self.supervisor = supervisor
 
-    async def probe(self, replica: Replica) -> bool:
-        try:
-            response = await self.client.get(f"{replica.url}/health", timeout=HEALTH_TIMEOUT_S)
-        except httpx.HTTPError:
-            healthy = False
-        else:
-            healthy = response.status_code == 200
-        replica.healthy = healthy
-        return healthy
-
     async def engines(self) -> list[dict[str, Any]]:
         pairs = [(route, replica) for route in self.router.routes for replica in route.replicas]
-        health = await asyncio.gather(*(self.probe(replica) for _, replica in pairs))
+        health = await asyncio.gather(*(probe(self.client, replica) for _, replica in pairs))
         if self.supervisor is not None:
             self.supervisor.poll()
         return [self._row(route, replica, ok) for (route, replica), ok in zip(pairs, health, strict=True)]

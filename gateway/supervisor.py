@@ -58,6 +58,8 @@ class EngineProcess:
     python: str = sys.executable
     state: EngineState = EngineState.STOPPED
     restarts: int = 0
+    failures_in_a_row: int = 0
+    restart_at: float | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -70,6 +72,8 @@ class EngineProcess:
 
     def start(self) -> None:
         """Launch the process (call from the main thread: PDEATHSIG follows the forking thread)."""
+        if self.process is not None:  # a restart: reap what is left of the previous run's group
+            _signal_group(self.process.pid, signal.SIGKILL)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         env = os.environ | self.spec.to_env(self.platform)
         with self.log_path.open("ab") as log:
@@ -197,11 +201,44 @@ class EngineSupervisor:
     def poll(self) -> None:
         """Notice engines that died after becoming ready."""
         for engine in self.engines:
-            if engine.state is EngineState.READY and engine.exited():
+            if engine.state in (EngineState.READY, EngineState.STARTING) and engine.exited():
                 engine.state = EngineState.FAILED
+
+    def tend(self, *, max_backoff_s: float = 30) -> None:
+        """Restart engines that died, after 1, 2, 4 ... max_backoff_s seconds.
+
+        Called periodically from the gateway's event loop, which runs in the main thread
+        (PDEATHSIG follows the thread that forked). Deliberately stopped engines stay stopped.
+        """
+        now = time.monotonic()
+        for engine in self.engines:
+            if engine.state is EngineState.STOPPED or not engine.exited():
+                continue
+            if engine.restart_at is None:
+                engine.state = EngineState.FAILED
+                engine.failures_in_a_row += 1
+                delay = min(max_backoff_s, 2.0 ** (engine.failures_in_a_row - 1))
+                engine.restart_at = now + delay
+                code = engine.process.returncode if engine.process else None
+                self._progress(f"engine {engine.name} exited with code {code}; restarting in {delay:.0f} s")
+            elif now >= engine.restart_at:
+                engine.restart_at = None
+                engine.restarts += 1
+                self._progress(f"restarting engine {engine.name} (restart {engine.restarts})")
+                engine.start()
+
+    def mark_healthy(self, name: str, url: str) -> None:
+        """A starting engine answered /health: it is ready and its backoff resets."""
+        engine = self.find(name)
+        if engine is not None and engine.spec.url == url and engine.state is EngineState.STARTING:
+            engine.state = EngineState.READY
+            engine.failures_in_a_row = 0
+            self._progress(f"engine {engine.name} is ready again")
 
     def stop_all(self) -> None:
         with self._lock:
+            for engine in self.engines:
+                engine.state = EngineState.STOPPED  # nothing restarts an engine being stopped
             for engine in self.engines:
                 if engine.process is not None and engine.process.poll() is None:
                     _signal_group(engine.process.pid, signal.SIGTERM)

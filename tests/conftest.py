@@ -134,3 +134,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         raise
     yield Stack(url, config, config_path, process, log_path, directory / "logs")
     stop_and_check_nothing_left(process)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"

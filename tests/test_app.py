@@ -6,6 +6,7 @@ These check the gateway's own logic; tests/test_integration.py drives real vLLM 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -14,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from gateway.app import create_app
-from gateway.config import DeploymentConfig, ModelSpec, SamplingDefaults
+from gateway.config import DeploymentConfig, GatewaySpec, ModelSpec, SamplingDefaults
 
 R1_URL = "http://r1.fake:1"
 QWEN_URL = "http://qwen.fake:2"
@@ -25,7 +26,9 @@ class FakeUpstream:
 
     def __init__(self) -> None:
         self.seen: list[tuple[str, dict[str, Any]]] = []
+        self.request_ids: list[str | None] = []
         self.down: set[str] = set()
+        self.break_streams = False
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         base = f"{request.url.scheme}://{request.url.host}:{request.url.port}"
@@ -37,20 +40,30 @@ class FakeUpstream:
         self.seen.append((str(request.url), body))
         if body.get("max_tokens", 0) > 1000:
             return httpx.Response(400, json={"error": {"message": "max_tokens too large", "type": "BadRequestError"}})
+        self.request_ids.append(request.headers.get("x-request-id"))
         if body.get("stream"):
-            chunks = [
+            chunks: list[dict[str, Any]] = [
+                {"choices": [{"delta": {"role": "assistant", "content": ""}}]},
                 {"choices": [{"delta": {"content": "Hel"}}]},
                 {"choices": [{"delta": {"content": "lo"}}]},
             ]
+            if (body.get("stream_options") or {}).get("include_usage"):
+                chunks.append({"choices": [], "usage": {"prompt_tokens": 4, "completion_tokens": 2}})
             events = [f"data: {json.dumps(c)}\n\n".encode() for c in chunks] + [b"data: [DONE]\n\n"]
-            return httpx.Response(200, content=_aiter(events), headers={"content-type": "text/event-stream"})
-        answer = {"choices": [{"message": {"content": "Hello"}}], "usage": {"total_tokens": 3}, "model": body["model"]}
+            if self.break_streams:
+                events = events[:2]
+            content = _aiter(events, fail=self.break_streams)
+            return httpx.Response(200, content=content, headers={"content-type": "text/event-stream"})
+        usage = {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
+        answer = {"choices": [{"message": {"content": "Hello"}}], "usage": usage, "model": body["model"]}
         return httpx.Response(200, json=answer)
 
 
-async def _aiter(items: list[bytes]) -> AsyncIterator[bytes]:
+async def _aiter(items: list[bytes], *, fail: bool = False) -> AsyncIterator[bytes]:
     for item in items:
         yield item
+    if fail:
+        raise httpx.ReadError("engine died mid-stream")
 
 
 @pytest.fixture
@@ -126,12 +139,60 @@ def test_engine_400_is_passed_through(client: TestClient) -> None:
     assert response.json()["error"]["message"] == "max_tokens too large"
 
 
-def test_streaming_passes_sse_through(client: TestClient) -> None:
-    with client.stream("POST", "/v1/chat/completions", json=chat("qwen", stream=True)) as response:
+def stream_text(client: TestClient, body: dict[str, Any]) -> str:
+    with client.stream("POST", "/v1/chat/completions", json=body) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
-        text = "".join(response.iter_text())
-    assert text.count("data: ") == 3 and text.endswith("data: [DONE]\n\n")
+        return "".join(response.iter_text())
+
+
+def test_streaming_passes_sse_through_and_hides_usage_it_added(client: TestClient, upstream: FakeUpstream) -> None:
+    text = stream_text(client, chat("qwen", stream=True))
+    assert upstream.seen[-1][1]["stream_options"] == {"include_usage": True}  # asked for the metrics
+    assert text.count("data: ") == 4 and text.endswith("data: [DONE]\n\n")
+    assert '"usage"' not in text  # the client did not ask for it
+
+
+def test_streaming_keeps_usage_the_client_asked_for(client: TestClient) -> None:
+    text = stream_text(client, chat("qwen", stream=True, stream_options={"include_usage": True}))
+    assert '"completion_tokens": 2' in text
+
+
+def test_stream_broken_midway_ends_with_an_sse_error_event(client: TestClient, upstream: FakeUpstream) -> None:
+    upstream.break_streams = True
+    text = stream_text(client, chat("qwen", stream=True))
+    last = json.loads(text.strip().split("\n\n")[-1].removeprefix("data: "))
+    assert last["error"]["type"] == "upstream_error" and last["error"]["code"] == 502
+
+
+def test_metrics_count_requests_tokens_and_latencies(client: TestClient) -> None:
+    client.post("/v1/chat/completions", json=chat("qwen"))
+    stream_text(client, chat("qwen", stream=True))
+    client.post("/v1/chat/completions", json=chat("nope"))
+    text = client.get("/metrics").text
+    assert 'gateway_requests_total{model="qwen-tiny",route="/v1/chat/completions",status="200"} 2.0' in text
+    assert 'gateway_requests_total{model="unknown",route="/v1/chat/completions",status="404"} 1.0' in text
+    assert 'gateway_completion_tokens_total{model="qwen-tiny"} 5.0' in text
+    assert 'gateway_prompt_tokens_total{model="qwen-tiny"} 9.0' in text
+    assert 'gateway_time_to_first_token_seconds_count{model="qwen-tiny"} 1.0' in text
+    assert 'gateway_inter_token_latency_seconds_count{model="qwen-tiny"} 1.0' in text
+    assert 'gateway_requests_in_flight{model="qwen-tiny"} 0.0' in text
+    assert 'gateway_added_latency_seconds_count{model="qwen-tiny"} 2.0' in text
+    assert 'gateway_engine_up{model="r1-tiny",url="http://r1.fake:1"} 1.0' in text
+
+
+def test_request_id_is_kept_forwarded_and_returned(client: TestClient, upstream: FakeUpstream) -> None:
+    response = client.post("/v1/chat/completions", json=chat("qwen"), headers={"X-Request-Id": "abc-123"})
+    assert response.headers["x-request-id"] == "abc-123"
+    assert upstream.request_ids[-1] == "abc-123"
+    generated = client.post("/v1/chat/completions", json=chat("qwen")).headers["x-request-id"]
+    assert len(generated) == 32 and upstream.request_ids[-1] == generated
+    assert client.get("/v1/nothing").headers["x-request-id"]
+
+
+def test_oversized_body_is_413(client: TestClient) -> None:
+    huge = chat("qwen", messages=[{"role": "user", "content": "x" * (5 * 1024 * 1024)}])
+    assert_openai_error(client.post("/v1/chat/completions", json=huge), 413)
 
 
 def test_engine_down_is_503_with_retry_after(client: TestClient, upstream: FakeUpstream) -> None:
@@ -162,3 +223,39 @@ def test_health_ready_engines(client: TestClient) -> None:
 
 def test_unknown_route_is_an_openai_404(client: TestClient) -> None:
     assert_openai_error(client.get("/v1/nothing"), 404)
+
+
+def test_connect_failure_is_retried_once_on_another_replica(upstream: FakeUpstream) -> None:
+    config = DeploymentConfig(
+        platform="cpu",
+        gateway=GatewaySpec(health_interval_s=3600),
+        models=[ModelSpec(name="m", endpoints=["http://dead.fake:1", "http://alive.fake:2", "http://b.fake:3"])],
+    )
+    upstream.down.update({"http://dead.fake:1"})
+    with TestClient(create_app(config, transport=httpx.MockTransport(upstream))) as test_client:
+        # The startup health check already marked the dead replica; force it back to "healthy"
+        # to exercise the retry path the health checker would otherwise hide.
+        for _ in range(4):
+            assert test_client.post("/v1/chat/completions", json=chat("m")).status_code == 200
+        assert all("dead" not in url for url, _ in upstream.seen)
+        upstream.down.update({"http://alive.fake:2", "http://b.fake:3"})
+        assert_openai_error(test_client.post("/v1/chat/completions", json=chat("m")), 503)
+
+
+def test_replica_that_recovers_gets_traffic_again(upstream: FakeUpstream) -> None:
+    config = DeploymentConfig(
+        platform="cpu",
+        gateway=GatewaySpec(health_interval_s=0.05),
+        models=[ModelSpec(name="m", endpoints=["http://a.fake:1", "http://b.fake:2"])],
+    )
+    upstream.down.add("http://a.fake:1")
+    with TestClient(create_app(config, transport=httpx.MockTransport(upstream))) as test_client:
+        for _ in range(3):
+            test_client.post("/v1/chat/completions", json=chat("m"))
+        assert {url.split("/v1")[0] for url, _ in upstream.seen} == {"http://b.fake:2"}
+        upstream.down.clear()
+        time.sleep(0.3)  # a few health-check rounds
+        upstream.seen.clear()
+        for _ in range(4):
+            test_client.post("/v1/chat/completions", json=chat("m"))
+        assert {url.split("/v1")[0] for url, _ in upstream.seen} == {"http://a.fake:1", "http://b.fake:2"}

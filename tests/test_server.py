@@ -32,8 +32,13 @@ def run_server(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[
 
 
 def test_invalid_config_exits_2_naming_file_and_key(tmp_path: Path) -> None:
-    config = yaml.safe_load((ROOT / "engine_config" / "test.yaml").read_text())
-    config["models"][1]["engine"]["port"] = config["models"][0]["engine"]["port"]
+    config = {
+        "platform": "cpu",
+        "models": [
+            {"name": "a", "engine": {"model": "org/a", "max_model_len": 512, "port": 8111}},
+            {"name": "b", "engine": {"model": "org/b", "max_model_len": 512, "port": 8111}},
+        ],
+    }
     path = tmp_path / "dup.yaml"
     path.write_text(yaml.safe_dump(config))
     result = run_server("--config", str(path), timeout=60)
