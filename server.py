@@ -109,17 +109,20 @@ def main(argv: list[str] | None = None) -> int:
 
 def external_engines_config(config: DeploymentConfig, engines: list[str]) -> DeploymentConfig:
     """Models for --gateway-only: each URL's served name (given or asked of the engine),
-    keeping aliases and defaults from the config where the name matches."""
-    models: list[ModelSpec] = []
+    keeping aliases, defaults and admission from the config where the name matches. Several
+    URLs with one name are replicas of that model."""
+    endpoints: dict[str, list[str]] = {}
     for item in engines:
         name, _, url = item.rpartition("=")
         url = url.rstrip("/")
-        name = name or discover_served_name(url)
+        endpoints.setdefault(name or discover_served_name(url), []).append(url)
+    models: list[ModelSpec] = []
+    for name, urls in endpoints.items():
         known = config.find_model(name)
         if known is not None:
-            models.append(known.model_copy(update={"name": name, "engine": None, "endpoints": [url]}))
+            models.append(known.model_copy(update={"name": name, "engine": None, "endpoints": urls}))
         else:
-            models.append(ModelSpec(name=name, endpoints=[url]))
+            models.append(ModelSpec(name=name, endpoints=urls))
     return config.model_copy(update={"models": models})
 
 

@@ -26,10 +26,15 @@ _TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
+def _reject_constant(name: str) -> Any:
+    # Python's json accepts NaN/Infinity, which are not JSON and cannot be forwarded.
+    raise ValueError(f"{name} is not valid JSON")
+
+
 def parse_body(raw: bytes) -> dict[str, Any]:
     try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        body = json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise InvalidRequest(f"Request body is not valid JSON: {exc}") from exc
     if not isinstance(body, dict):
         raise InvalidRequest("Request body must be a JSON object.")

@@ -12,6 +12,7 @@ BASE+101 and BASE+102; default 8010 gives test.yaml's own ports).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -139,3 +140,52 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@contextlib.contextmanager
+def extra_gateway(
+    stack: Stack,
+    directory: Path,
+    *,
+    port: int,
+    gateway: dict[str, Any] | None = None,
+    models: dict[str, dict[str, Any]] | None = None,
+    endpoints: dict[str, list[str]] | None = None,
+    env: dict[str, str] | None = None,
+) -> Iterator[str]:
+    """A second gateway (`server.py --gateway-only`) in front of the session's engines, with
+    gateway settings and per-model settings (e.g. admission) overridden; yields its URL.
+    `endpoints` replaces a model's replica list (default: the stack's engine)."""
+    data: dict[str, Any] = stack.config.model_dump(mode="json")
+    data["gateway"] |= {"port": port} | (gateway or {})
+    urls = {name: stack.engine_url(name) for name in stack.model_names()}
+    for model in data["models"]:
+        model.update((models or {}).get(model["name"], {}))
+    path = directory / f"gateway-{port}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    args = ["--gateway-only"]
+    for name, url in urls.items():
+        for endpoint in (endpoints or {}).get(name, [url]):
+            args += ["--engine", f"{name}={endpoint}"]
+    log_dir = directory / f"gateway-{port}-logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / "server.log"
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, str(ROOT / "server.py"), "--config", str(path), *args],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=os.environ | (env or {}),
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, process, log_path, deadline_s=60, path="/health")
+        yield url
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
