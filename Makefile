@@ -3,9 +3,9 @@
 PY := .venv/bin/python
 CONFIG ?=
 PYTEST_ARGS ?=
-CODE := server.py gateway scripts tests loadtest
+CODE := server.py gateway planner scripts tests loadtest
 
-.PHONY: setup models run test check lint format typecheck unit
+.PHONY: setup models run test check lint format typecheck unit plan
 
 setup:
 	@bash scripts/setup.sh
@@ -33,3 +33,6 @@ format:
 
 typecheck:
 	$(PY) -m mypy
+
+plan:  ## make plan GPU=H200 [CONFIG=engine_config/gpu.yaml]: GPU memory plan for a deployment
+	$(PY) scripts/plan_memory.py --config $(or $(CONFIG),engine_config/gpu.yaml) $(if $(GPU),--gpu $(GPU))
