@@ -19,6 +19,7 @@ from gateway.errors import InvalidRequest
 _TYPES: dict[str, tuple[type, ...]] = {
     "model": (str,),
     "stream": (bool,),
+    "stream_options": (dict,),
     "messages": (list,),
     "max_tokens": (int,),
     "temperature": (int, float),

@@ -6,7 +6,7 @@ session stack (fewer examples: each one is a real generation)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -76,10 +76,17 @@ def bodies(draw: st.DrawFn) -> dict[str, Any]:
     return body
 
 
+async def _events() -> AsyncIterator[bytes]:
+    yield b'data: {"choices": [{"delta": {"content": "x"}}]}\n\n'
+    yield b"data: [DONE]\n\n"
+
+
 def fake_engine(request: httpx.Request) -> httpx.Response:  # a FAKE upstream
     if request.url.path == "/health":
         return httpx.Response(200)
-    json.loads(request.content)  # the gateway must only forward valid JSON
+    body = json.loads(request.content)  # the gateway must only forward valid JSON
+    if body.get("stream") is True:
+        return httpx.Response(200, content=_events(), headers={"content-type": "text/event-stream"})
     return httpx.Response(200, json={"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 0}})
 
 

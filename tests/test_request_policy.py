@@ -22,6 +22,7 @@ R1 = ModelSpec(
         (b'{"messages": []}', "Missing required field 'model'"),
         (b'{"model": 5}', "'model' must be of type str"),
         (b'{"model": "m", "stream": "yes"}', "'stream' must be of type bool"),
+        (b'{"model": "m", "stream_options": true}', "'stream_options' must be of type dict"),
         (b'{"model": "m", "max_tokens": true}', "'max_tokens' must be of type int"),
         (b'{"model": "m", "temperature": "hot"}', "'temperature' must be of type int or float"),
         (b"\xff\xfe", "not valid JSON"),
