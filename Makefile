@@ -3,9 +3,9 @@
 PY := .venv/bin/python
 CONFIG ?=
 PYTEST_ARGS ?=
-CODE := server.py gateway planner scripts tests loadtest
+CODE := server.py gateway planner evaluation scripts tests loadtest
 
-.PHONY: setup models run test check lint format typecheck unit plan
+.PHONY: setup models run test check lint format typecheck unit plan eval
 
 setup:
 	@bash scripts/setup.sh
@@ -36,3 +36,22 @@ typecheck:
 
 plan:  ## make plan GPU=H200 [CONFIG=engine_config/gpu.yaml]: GPU memory plan for a deployment
 	$(PY) scripts/plan_memory.py --config $(or $(CONFIG),engine_config/gpu.yaml) $(if $(GPU),--gpu $(GPU))
+
+# make eval   answer quality through the running `make run` gateway: LIMIT=N items per suite,
+#             MODELS=r1,qwen SUITES=code,math,logic,smoke CONCURRENCY=16 SAMPLES=1 MAX_TOKENS=
+#             EVAL_OUT=results/eval/NAME RESUME=1 GATEWAY=http://127.0.0.1:8000
+GATEWAY ?= http://127.0.0.1:8000
+LIMIT ?=
+MODELS ?=
+SUITES ?=
+CONCURRENCY ?=
+SAMPLES ?=
+MAX_TOKENS ?=
+EVAL_OUT ?=
+RESUME ?=
+
+eval: setup
+	$(PY) scripts/eval.py --gateway $(GATEWAY) $(if $(LIMIT),--limit $(LIMIT)) \
+		$(if $(MODELS),--models $(MODELS)) $(if $(SUITES),--suites $(SUITES)) \
+		$(if $(CONCURRENCY),--concurrency $(CONCURRENCY)) $(if $(SAMPLES),--samples $(SAMPLES)) \
+		$(if $(MAX_TOKENS),--max-tokens $(MAX_TOKENS)) $(if $(EVAL_OUT),--out $(EVAL_OUT)) $(if $(RESUME),--resume)

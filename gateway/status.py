@@ -56,6 +56,7 @@ class StatusReporter:
                 "aliases": list(route.spec.aliases),
                 "root": route.spec.engine.model if route.spec.engine else route.name,
                 "max_model_len": route.spec.engine.max_model_len if route.spec.engine else None,
+                "reasoning_parser": route.spec.engine.reasoning_parser if route.spec.engine else None,
                 "sampling_defaults": route.spec.sampling_defaults.as_request_fields(),
             }
             for route in self.router.routes
