@@ -42,4 +42,15 @@ else
     say "$VENV is current ($platform)"
 fi
 
+# The browser test (tests/test_web_page.py) drives Debian's Chromium through Playwright;
+# Playwright cannot download its own browsers here.
+if ! command -v chromium >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        say "installing Debian's chromium for the browser test"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    else
+        say "warning: chromium is missing (apt-get install chromium); the browser test will fail"
+    fi
+fi
+
 "$VENV/bin/python" scripts/build_models.py --out .cache/models

@@ -60,6 +60,7 @@ def write_test_config(directory: Path, *, port_base: int, source: Path | None = 
     config = load_config(source or ROOT / "engine_config" / "test.yaml")
     data: dict[str, Any] = config.model_dump(mode="json")
     data["gateway"]["port"] = port_base
+    data["gateway"]["compare"]["votes_db"] = str(directory / "votes.sqlite3")  # never the repo's
     for i, model in enumerate(data["models"]):
         model["engine"]["port"] = port_base + 101 + i
     path = directory / f"test-{port_base}.yaml"
