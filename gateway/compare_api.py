@@ -15,24 +15,21 @@ validates and renders.
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from starlette.types import Receive
 
 from gateway.compare import Comparer, Event
 from gateway.errors import InvalidRequest
-from gateway.proxy import ClientDisconnected
+from gateway.proxy import unless_disconnected
 from gateway.votes import PairTally, Side, Vote, VoteStore
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-T = TypeVar("T")
 
 
 class ChatMessage(BaseModel):
@@ -198,7 +195,7 @@ def compare_router(comparer: Callable[[], Comparer], votes: Callable[[], VoteSto
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
-        return await _unless_disconnected(request.receive, comparer().complete(plan))
+        return await unless_disconnected(request.receive, comparer().complete(plan))
 
     @router.post("/v1/compare/votes")
     def add_vote(body: VoteRequest) -> VoteResponse:  # sync: FastAPI runs it in a thread, off the event loop
@@ -237,23 +234,3 @@ async def _sse(events: AsyncGenerator[Event, None]) -> AsyncIterator[bytes]:
         # Starlette cancels this generator when the client disconnects; closing the inner one
         # is what cancels the upstream requests.
         await events.aclose()
-
-
-async def _unless_disconnected(receive: Receive, work: Awaitable[T]) -> T:
-    """Run `work`, cancelling it (and so its upstream requests) if the client disconnects first."""
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_wait_for_disconnect(receive))
-    try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-        if task.done():
-            return task.result()
-        raise ClientDisconnected
-    finally:
-        watcher.cancel()
-        if not task.done():
-            task.cancel()
-
-
-async def _wait_for_disconnect(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass

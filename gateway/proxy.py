@@ -108,7 +108,7 @@ class Proxy:
             else:
                 work = self._send(route, path, upstream_body, headers, stream=False)
                 try:
-                    upstream, _ = await _unless_disconnected(request.receive, work)
+                    upstream, _ = await unless_disconnected(request.receive, work)
                 except ClientDisconnected:
                     self._finish(route.name, path, 499, started)
                     raise
@@ -271,7 +271,7 @@ def _usage_of(content: bytes) -> dict[str, Any] | None:
     return usage if isinstance(usage, dict) else None
 
 
-async def _unless_disconnected(receive: Receive, work: Awaitable[T]) -> T:
+async def unless_disconnected(receive: Receive, work: Awaitable[T]) -> T:
     """Run `work`, cancelling it if the client disconnects first."""
     task = asyncio.ensure_future(work)
     watcher = asyncio.ensure_future(_wait_for_disconnect(receive))
