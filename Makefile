@@ -3,7 +3,7 @@
 PY := .venv/bin/python
 CONFIG ?=
 PYTEST_ARGS ?=
-CODE := server.py gateway planner evaluation scripts tests loadtest
+CODE := $(wildcard server.py gateway planner evaluation benchmarks loadtest scripts tests)
 
 .PHONY: setup models run test check lint format typecheck unit plan eval
 
