@@ -55,6 +55,9 @@ def engine_greedy(url: str, served_name: str, prompt_ids: list[int], n: int) -> 
             "prompt": prompt_ids,
             "max_tokens": n,
             "temperature": 0,
+            # vLLM applies a model's generation_config as request defaults (qwen's
+            # repetition_penalty 1.1); the reference is plain argmax, so switch it off.
+            "repetition_penalty": 1.0,
             "ignore_eos": True,
             "return_token_ids": True,
         },
