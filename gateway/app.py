@@ -4,6 +4,10 @@
     app = create_app(config, supervisor=supervisor)   # also restarts and reports local engines
     app = create_app(config, transport=httpx.MockTransport(handler))   # unit tests: fake upstream
 
+The engines are reached over two clients: aiohttp on the data path (gateway/upstream.py, the
+proxied requests) and httpx for the control plane (health checks, status, compare). With an
+injected transport both go through it.
+
 Nothing is created at import time: the HTTP client to the engines, the health monitor and the
 admission gates live in the lifespan / the factory's closure.
 """
@@ -23,12 +27,13 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gateway.access_log import AccessLogMiddleware, request_state
+from gateway.access_log import AccessLogMiddleware
 from gateway.admission import AdmissionGate
 from gateway.auth import ApiKeyMiddleware, load_api_keys
 from gateway.compare import Comparer
 from gateway.compare_api import STATIC_DIR, compare_router
 from gateway.config import DeploymentConfig
+from gateway.data_plane import DataPlane, gateway_error_response
 from gateway.errors import GatewayError, error_body
 from gateway.health import HealthMonitor
 from gateway.metrics import GatewayMetrics
@@ -36,6 +41,7 @@ from gateway.proxy import ClientDisconnected, Proxy
 from gateway.routing import Router
 from gateway.status import StatusReporter
 from gateway.supervisor import EngineSupervisor
+from gateway.upstream import AiohttpUpstream, HttpxUpstream, Upstream
 from gateway.votes import VoteStore, resolve_db_path
 
 
@@ -81,13 +87,19 @@ def create_app(
         timeout = httpx.Timeout(spec.request_timeout_s, connect=spec.connect_timeout_s)
         limits = httpx.Limits(max_connections=None, max_keepalive_connections=512)
         async with httpx.AsyncClient(timeout=timeout, limits=limits, transport=transport) as client:
+            # The data path gets its own, faster client; an injected (fake) transport is used for it too.
+            upstream: Upstream = (
+                HttpxUpstream(client)
+                if transport is not None
+                else AiohttpUpstream(connect_timeout_s=spec.connect_timeout_s)
+            )
             monitor = HealthMonitor(client, router, metrics, supervisor, spec)
             await monitor.check_once()
             watch = asyncio.create_task(monitor.run())
             services.append(
                 Services(
                     client,
-                    Proxy(client, router, gates, metrics, spec),
+                    Proxy(upstream, router, gates, metrics, spec),
                     StatusReporter(client, router, supervisor),
                     Comparer(client, router, gates),
                     VoteStore(resolve_db_path(spec.compare.votes_db)),
@@ -98,6 +110,7 @@ def create_app(
             finally:
                 watch.cancel()
                 services.clear()
+                await upstream.aclose()
 
     app = FastAPI(title="R1 vs Qwen gateway", version="0.1.0", lifespan=lifespan)
 
@@ -127,14 +140,6 @@ def create_app(
     async def models() -> dict[str, object]:
         return {"object": "list", "data": current().status.models()}
 
-    @app.post("/v1/chat/completions")
-    async def chat_completions(request: Request) -> Response:
-        return await current().proxy.forward(request, path="/v1/chat/completions", chat=True)
-
-    @app.post("/v1/completions")
-    async def completions(request: Request) -> Response:
-        return await current().proxy.forward(request, path="/v1/completions", chat=False)
-
     # --- compare page and API (issue 4) ---
     compare = compare_router(lambda: current().compare, lambda: current().votes, anonymous=spec.compare.anonymous)
     app.include_router(compare)  # GET / (the page) and /v1/compare*
@@ -142,7 +147,10 @@ def create_app(
     # --- end compare ---
 
     _install_error_handlers(app, metrics)
-    # Outermost first: every response (401s included) carries a request id and gets a log line.
+    # Each add_middleware wraps what is there: the access log is outermost, so every response
+    # (401s included) carries a request id and gets a log line; then API keys; then the
+    # inference routes (POST /v1/chat/completions, /v1/completions), served without FastAPI.
+    app.add_middleware(DataPlane, proxy=lambda: current().proxy, metrics=metrics)
     app.add_middleware(ApiKeyMiddleware, keys=api_keys)
     app.add_middleware(AccessLogMiddleware, enabled=spec.access_log)
     return app
@@ -151,11 +159,7 @@ def create_app(
 def _install_error_handlers(app: FastAPI, metrics: GatewayMetrics) -> None:
     @app.exception_handler(GatewayError)
     async def gateway_error(request: Request, exc: GatewayError) -> JSONResponse:
-        state = request_state(request.scope)
-        state["error"] = exc.error_type
-        model = state.get("model", "unknown")
-        metrics.requests.labels(model, request.url.path, str(exc.status_code)).inc()
-        return JSONResponse(exc.to_body(), status_code=exc.status_code, headers=exc.headers())
+        return gateway_error_response(exc, request.scope, metrics)
 
     @app.exception_handler(ClientDisconnected)
     async def client_gone(_: Request, __: ClientDisconnected) -> Response:

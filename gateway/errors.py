@@ -10,8 +10,9 @@
     ├── EngineUnavailable             503  engine down or not ready; carries Retry-After
     └── UpstreamTimeout               504
 
-Lower-level httpx errors become gateway errors in exactly one place:
-`map_upstream_errors`. Configuration problems are a separate tree (`ConfigError`),
+Transport errors become gateway errors in one place per HTTP client: `map_upstream_errors`
+for httpx (control plane, compare), gateway/upstream.py for aiohttp (the proxied requests).
+Configuration problems are a separate tree (`ConfigError`),
 raised before anything starts.
 """
 

@@ -14,16 +14,17 @@ generation. A stream that breaks or times out ends with a final SSE error event.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import httpx
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
-from starlette.types import Receive
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from gateway.access_log import request_state
 from gateway.admission import AdmissionGate, Slot
@@ -34,15 +35,14 @@ from gateway.errors import (
     PayloadTooLarge,
     UpstreamTimeout,
     error_body,
-    map_upstream_errors,
 )
-from gateway.metrics import GatewayMetrics
+from gateway.metrics import GatewayMetrics, ModelMetrics
 from gateway.request_policy import apply_model_policy, parse_body
 from gateway.routing import ModelRoute, Replica, Router
+from gateway.upstream import Upstream, UpstreamResponse
 
 T = TypeVar("T")
 
-_HOP_HEADERS = {"content-length", "transfer-encoding", "connection", "keep-alive", "content-encoding"}
 # A streamed event that carries generated text (chat content, reasoning, or completion text).
 _TOKEN_EVENT = re.compile(rb'"(?:content|reasoning|reasoning_content|text)":\s*"[^"]')
 _USAGE_EVENT = re.compile(rb'"usage":\s*\{')
@@ -52,16 +52,27 @@ class ClientDisconnected(Exception):
     """The client went away before the answer was ready."""
 
 
+@dataclass
+class _Call:
+    """One request on its way upstream: where it goes and what is sent."""
+
+    route: ModelRoute
+    metrics: ModelMetrics
+    path: str
+    payload: bytes
+    headers: dict[str, str]
+
+
 class Proxy:
     def __init__(
         self,
-        client: httpx.AsyncClient,
+        upstream: Upstream,
         router: Router,
         gates: dict[str, AdmissionGate],
         metrics: GatewayMetrics,
         spec: GatewaySpec,
     ) -> None:
-        self.client = client
+        self.upstream = upstream
         self.router = router
         self.gates = gates
         self.metrics = metrics
@@ -69,8 +80,10 @@ class Proxy:
 
     async def forward(self, request: Request, *, path: str, chat: bool) -> Response:
         started = time.perf_counter()
+        deadline = asyncio.get_running_loop().time() + self.spec.request_timeout_s
         body = parse_body(await read_body(request, self.spec.max_body_bytes))
         route = self.router.resolve(body["model"])
+        metrics = self.metrics.model(route.name)
         state = request_state(request.scope)
         state["model"] = route.name
         upstream_body, _ = apply_model_policy(body, route.spec, chat=chat)
@@ -79,62 +92,74 @@ class Proxy:
         if stream:  # always ask for usage so token counters stay right; dropped again below
             upstream_body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
         headers = {"X-Request-Id": state["request_id"]} if "request_id" in state else {}
+        call = _Call(route, metrics, path, json.dumps(upstream_body).encode(), headers)
 
-        admitted = await self._admit(route)
+        admitted = await self._admit(route, metrics)
         slot: Slot | None = admitted  # released here unless a stream takes it over
         try:
-            self.metrics.overhead.labels(route.name).observe(time.perf_counter() - started)
+            metrics.overhead.observe(time.perf_counter() - started)
             if stream:
-                upstream, replica = await self._send(route, path, upstream_body, headers, stream=True)
-                if upstream.status_code != 200:
-                    response = await _buffered(upstream)
+                try:
+                    async with asyncio.timeout(self.spec.first_byte_timeout_s):
+                        upstream, replica, _ = await self._send(call, read=False)
+                except TimeoutError as exc:
+                    raise UpstreamTimeout(f"Engine '{route.name}' did not start answering in time.") from exc
+                if upstream.status != 200:
+                    response = Response(await upstream.read(), upstream.status, headers=upstream.headers)
                 else:
                     relay = _Relay(
                         proxy=self,
                         route=route,
+                        metrics=metrics,
+                        path=path,
                         upstream=upstream,
                         replica=replica,
                         slot=admitted,
                         started=started,
+                        deadline=deadline,
                         client_wants_usage=client_wants_usage,
                         state=state,
                     )
                     slot = None  # the relay owns it now and releases it when the stream ends
-                    return StreamingResponse(
-                        relay.events(),
-                        media_type="text/event-stream",
-                        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-                    )
+                    return EventStreamResponse(relay.events())
             else:
-                work = self._send(route, path, upstream_body, headers, stream=False)
                 try:
-                    upstream, _ = await unless_disconnected(request.receive, work)
+                    upstream, _, content = await unless_disconnected(request.receive, self._complete(call, deadline))
                 except ClientDisconnected:
-                    self._finish(route.name, path, 499, started)
+                    self._finish(metrics, path, 499, started)
                     raise
-                response = Response(upstream.content, upstream.status_code, headers=_passthrough(upstream.headers))
-                if upstream.status_code == 200:
-                    self._count_usage(route.name, _usage_of(upstream.content), state)
-            self._finish(route.name, path, response.status_code, started)
+                response = Response(content, upstream.status, headers=upstream.headers)
+                if upstream.status == 200:
+                    self._count_usage(metrics, _usage_of(content), state)
+            self._finish(metrics, path, response.status_code, started)
             return response
         finally:
             if slot is not None:
                 slot.release()
 
-    async def _admit(self, route: ModelRoute) -> Slot:
+    async def _admit(self, route: ModelRoute, metrics: ModelMetrics) -> Slot:
         gate = self.gates[route.name]
         try:
             slot = await gate.acquire()
         except GatewayError:
-            self.metrics.rejected.labels(route.name).inc()
+            metrics.rejected.inc()
             raise
-        self.metrics.queue_wait.labels(route.name).observe(slot.waited_s)
+        metrics.queue_wait.observe(slot.waited_s)
         return slot
 
-    async def _send(
-        self, route: ModelRoute, path: str, body: dict[str, Any], headers: dict[str, str], *, stream: bool
-    ) -> tuple[httpx.Response, Replica]:
-        """Send to a healthy replica; if it cannot be reached, once more to another one."""
+    async def _complete(self, call: _Call, deadline: float) -> tuple[UpstreamResponse, Replica, bytes]:
+        try:
+            async with asyncio.timeout_at(deadline):
+                upstream, replica, content = await self._send(call, read=True)
+        except TimeoutError as exc:
+            raise UpstreamTimeout(f"Engine '{call.route.name}' did not answer in time.") from exc
+        assert content is not None
+        return upstream, replica, content
+
+    async def _send(self, call: _Call, *, read: bool) -> tuple[UpstreamResponse, Replica, bytes | None]:
+        """Send to a healthy replica; if it cannot be reached, once more to another one.
+        With `read`, the body too (the replica counts the request in flight until then)."""
+        route, metrics = call.route, call.metrics
         tried: set[str] = set()
         while True:
             replica = route.choose(exclude=tried)
@@ -144,32 +169,58 @@ class Proxy:
                     retry_after=5,
                 )
             tried.add(replica.url)
-            request = self.client.build_request("POST", f"{replica.url}{path}", json=body, headers=headers)
             try:
-                with replica.busy(), map_upstream_errors(route.name):
-                    if stream:
-                        timeout = self.spec.first_byte_timeout_s
-                        return await asyncio.wait_for(self.client.send(request, stream=True), timeout), replica
-                    return await asyncio.wait_for(self.client.send(request), self.spec.request_timeout_s), replica
-            except TimeoutError as exc:
-                raise UpstreamTimeout(f"Engine '{route.name}' did not answer in time.") from exc
+                with replica.busy():
+                    upstream = await self.upstream.post(
+                        f"{replica.url}{call.path}", call.payload, call.headers, engine=route.name
+                    )
+                    return upstream, replica, (await upstream.read() if read else None)
             except EngineUnavailable:
                 replica.healthy = False  # the health checker will notice when it is back
                 if len(tried) >= 2 or route.choose(exclude=tried) is None:
                     raise
-                self.metrics.retries.labels(route.name).inc()
+                metrics.retries.inc()
 
-    def _count_usage(self, model: str, usage: dict[str, Any] | None, state: dict[str, Any]) -> None:
+    def _count_usage(self, metrics: ModelMetrics, usage: dict[str, Any] | None, state: dict[str, Any]) -> None:
         if not usage:
             return
         prompt, completion = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
-        self.metrics.prompt_tokens.labels(model).inc(prompt)
-        self.metrics.completion_tokens.labels(model).inc(completion)
+        metrics.prompt_tokens.inc(prompt)
+        metrics.completion_tokens.inc(completion)
         state["usage_prompt_tokens"], state["usage_completion_tokens"] = prompt, completion
 
-    def _finish(self, model: str, path: str, status: int, started: float) -> None:
-        self.metrics.requests.labels(model, path, str(status)).inc()
-        self.metrics.latency.labels(model).observe(time.perf_counter() - started)
+    def _finish(self, metrics: ModelMetrics, path: str, status: int, started: float) -> None:
+        metrics.request(path, status)
+        metrics.latency.observe(time.perf_counter() - started)
+
+
+class EventStreamResponse(Response):
+    """Sends a relayed SSE stream. A client that disconnects cancels the stream, which closes
+    the upstream connection (and so vLLM aborts the request). Starlette's StreamingResponse
+    would do the same with an anyio task group per stream; this costs one watcher task."""
+
+    media_type = "text/event-stream"
+
+    def __init__(self, events: AsyncIterator[bytes]) -> None:
+        self.events = events
+        self.status_code = 200
+        self.background = None
+        self.init_headers({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # On a disconnect the relay has recorded it (499) and closed the upstream connection.
+        with contextlib.suppress(ClientDisconnected):
+            await unless_disconnected(receive, self._send_all(send))
+
+    async def _send_all(self, send: Send) -> None:
+        events = self.events
+        try:
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            async for event in events:
+                await send({"type": "http.response.body", "body": event, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            await events.aclose()  # type: ignore[attr-defined]  # runs the relay's cleanup if cut short
 
 
 class _Relay:
@@ -180,42 +231,53 @@ class _Relay:
         *,
         proxy: Proxy,
         route: ModelRoute,
-        upstream: httpx.Response,
+        metrics: ModelMetrics,
+        path: str,
+        upstream: UpstreamResponse,
         replica: Replica,
         slot: Slot,
         started: float,
+        deadline: float,
         client_wants_usage: bool,
         state: dict[str, Any],
     ) -> None:
-        self.proxy, self.route, self.upstream, self.replica, self.slot = proxy, route, upstream, replica, slot
-        self.started, self.client_wants_usage, self.state = started, client_wants_usage, state
-        self.deadline = started + proxy.spec.request_timeout_s
+        self.proxy, self.route, self.metrics, self.path = proxy, route, metrics, path
+        self.upstream, self.replica, self.slot = upstream, replica, slot
+        self.started, self.deadline = started, deadline
+        self.client_wants_usage, self.state = client_wants_usage, state
 
     async def events(self) -> AsyncIterator[bytes]:
-        metrics, name = self.proxy.metrics, self.route.name
+        metrics, name = self.metrics, self.route.name
         status, last_token = 200, None
         buffer = b""
+        chunks = self.upstream.chunks().__aiter__()
         try:
             with self.replica.busy():
-                with map_upstream_errors(name):
-                    async for chunk in self.upstream.aiter_raw():
-                        buffer += chunk
-                        while b"\n\n" in buffer:
-                            event, buffer = buffer.split(b"\n\n", 1)
-                            if _TOKEN_EVENT.search(event):
-                                now = time.perf_counter()
-                                if last_token is None:
-                                    metrics.ttft.labels(name).observe(now - self.started)
-                                else:
-                                    metrics.itl.labels(name).observe(now - last_token)
-                                last_token = now
-                            elif _USAGE_EVENT.search(event) and self._is_usage_only(event):
-                                continue
-                            yield event + b"\n\n"
-                        if time.perf_counter() > self.deadline:
-                            raise UpstreamTimeout(
-                                f"Request to '{name}' exceeded {self.proxy.spec.request_timeout_s} s."
-                            )
+                while True:
+                    try:
+                        async with asyncio.timeout_at(self.deadline):
+                            chunk = await chunks.__anext__()
+                    except StopAsyncIteration:
+                        break
+                    except TimeoutError as exc:
+                        raise UpstreamTimeout(
+                            f"Request to '{name}' exceeded {self.proxy.spec.request_timeout_s} s."
+                        ) from exc
+                    *events, buffer = (buffer + chunk).split(b"\n\n")
+                    out = []  # the complete events of this chunk go to the client in one write
+                    for event in events:
+                        if _TOKEN_EVENT.search(event):
+                            now = time.perf_counter()
+                            if last_token is None:
+                                metrics.ttft.observe(now - self.started)
+                            else:
+                                metrics.itl.observe(now - last_token)
+                            last_token = now
+                        elif _USAGE_EVENT.search(event) and self._is_usage_only(event):
+                            continue
+                        out.append(event + b"\n\n")
+                    if out:
+                        yield b"".join(out)
                 if buffer.strip():
                     yield buffer
         except GatewayError as exc:
@@ -227,9 +289,9 @@ class _Relay:
             status = 499  # the client went away (generator closed or cancelled)
             raise
         finally:
-            await self.upstream.aclose()  # closing the connection makes vLLM abort the request
+            await self.upstream.close()  # unless read to the end, this drops the connection: vLLM aborts
             self.slot.release()
-            self.proxy._finish(name, str(self.upstream.request.url.path), status, self.started)
+            self.proxy._finish(metrics, self.path, status, self.started)
 
     def _is_usage_only(self, event: bytes) -> bool:
         """Record usage from the final usage chunk; True if the client did not ask for it."""
@@ -239,7 +301,7 @@ class _Relay:
             return False
         if not isinstance(data, dict) or data.get("choices"):
             return False
-        self.proxy._count_usage(self.route.name, data.get("usage"), self.state)
+        self.proxy._count_usage(self.metrics, data.get("usage"), self.state)
         return not self.client_wants_usage
 
 
@@ -255,14 +317,6 @@ async def read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-async def _buffered(upstream: httpx.Response) -> Response:
-    try:
-        content = await upstream.aread()
-    finally:
-        await upstream.aclose()
-    return Response(content, upstream.status_code, headers=_passthrough(upstream.headers))
-
-
 def _usage_of(content: bytes) -> dict[str, Any] | None:
     try:
         usage = json.loads(content).get("usage")
@@ -272,24 +326,31 @@ def _usage_of(content: bytes) -> dict[str, Any] | None:
 
 
 async def unless_disconnected(receive: Receive, work: Awaitable[T]) -> T:
-    """Run `work`, cancelling it if the client disconnects first."""
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_wait_for_disconnect(receive))
-    try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-        if task.done():
-            return task.result()
-        raise ClientDisconnected
-    finally:
-        watcher.cancel()
-        if not task.done():
+    """Await `work` in this task; if the client disconnects first, cancel it and raise
+    ClientDisconnected. One watcher task per request, nothing else."""
+    task = asyncio.current_task()
+    assert task is not None
+    gone = False
+    finished = False
+
+    async def watch() -> None:
+        nonlocal gone
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        if not finished:
+            gone = True
             task.cancel()
 
-
-async def _wait_for_disconnect(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
-
-
-def _passthrough(headers: httpx.Headers) -> dict[str, str]:
-    return {k: v for k, v in headers.items() if k.lower() not in _HOP_HEADERS}
+    watcher = asyncio.get_running_loop().create_task(watch())
+    try:
+        result = await work
+        finished = True
+        return result
+    except asyncio.CancelledError:
+        if gone:
+            task.uncancel()
+            raise ClientDisconnected from None
+        raise
+    finally:
+        finished = True
+        watcher.cancel()

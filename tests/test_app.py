@@ -259,3 +259,12 @@ def test_replica_that_recovers_gets_traffic_again(upstream: FakeUpstream) -> Non
         for _ in range(4):
             test_client.post("/v1/chat/completions", json=chat("m"))
         assert {url.split("/v1")[0] for url, _ in upstream.seen} == {"http://a.fake:1", "http://b.fake:2"}
+
+
+def test_inference_routes_take_only_post(client: TestClient) -> None:
+    for path in ("/v1/chat/completions", "/v1/completions"):
+        response = client.get(path)
+        assert response.status_code == 405
+        assert response.headers["allow"] == "POST"
+        assert response.json()["error"]["type"] == "invalid_request_error"
+        assert "use POST" in response.json()["error"]["message"]

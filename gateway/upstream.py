@@ -1,0 +1,158 @@
+"""The data-path HTTP client to the engines: one POST, its status, headers and body.
+
+    upstream = AiohttpUpstream(connect_timeout_s=5)      # production: aiohttp's C parser, pooled
+    upstream = HttpxUpstream(httpx.AsyncClient(transport=httpx.MockTransport(fake)))  # unit tests
+    response = await upstream.post(url, body, headers, engine="r1-tiny")
+    try:
+        async for chunk in response.chunks(): ...         # or: await response.read()
+    finally:
+        await response.close()                            # unread: closes the connection
+
+Every request the gateway proxies crosses this module, so it is the one place where speed
+matters most: httpx + httpcore + anyio cost about half of the gateway's time per request
+(py-spy, results/bench/gateway), aiohttp a fraction of that. Closing a response that was not
+read to the end closes its TCP connection, which is how vLLM learns to abort a generation.
+
+Transport failures become gateway errors here and nowhere else on the data path:
+could not connect -> EngineUnavailable (503, retried on another replica by the proxy), the
+connection dropped -> UpstreamError (502). Timeouts are the proxy's (`asyncio.timeout`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from typing import Protocol
+
+import aiohttp
+import httpx
+
+from gateway.errors import EngineUnavailable, UpstreamError, map_upstream_errors
+
+_HOP_HEADERS = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive", "content-encoding"})
+
+
+def passthrough_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The engine's response headers, lower-cased, minus the hop-by-hop ones the gateway sets itself."""
+    return {name: v for k, v in headers.items() if (name := k.lower()) not in _HOP_HEADERS}
+
+
+class UpstreamResponse(Protocol):
+    status: int
+    headers: dict[str, str]  # lower-cased names, without hop-by-hop headers
+
+    async def read(self) -> bytes: ...
+
+    def chunks(self) -> AsyncIterator[bytes]: ...
+
+    async def close(self) -> None: ...
+
+
+class Upstream(Protocol):
+    async def post(self, url: str, body: bytes, headers: dict[str, str], *, engine: str) -> UpstreamResponse:
+        """Send; return once the status line and headers are in."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+# --- aiohttp: the production client ---------------------------------------------------------
+
+
+class _AiohttpResponse:
+    def __init__(self, response: aiohttp.ClientResponse, engine: str) -> None:
+        self._response = response
+        self._engine = engine
+        self.status = response.status
+        self.headers = passthrough_headers(response.headers)
+
+    async def read(self) -> bytes:
+        try:
+            return await self._response.read()
+        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
+            raise UpstreamError(f"Engine '{self._engine}' dropped the connection: {exc}") from exc
+        finally:
+            self._response.release()
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._response.content.iter_any():
+                yield chunk
+        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
+            raise UpstreamError(f"Engine '{self._engine}' dropped the connection: {exc}") from exc
+
+    async def close(self) -> None:
+        if self._response.content.at_eof():
+            self._response.release()  # read to the end: the connection goes back to the pool
+        else:
+            self._response.close()  # not finished: drop the connection so the engine aborts
+
+
+class AiohttpUpstream:
+    def __init__(self, *, connect_timeout_s: float) -> None:
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30, ttl_dns_cache=300)
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            # Per-request deadlines are the proxy's; only connecting has its own limit here.
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout_s),
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent", "Accept-Encoding"),
+        )
+
+    async def post(self, url: str, body: bytes, headers: dict[str, str], *, engine: str) -> _AiohttpResponse:
+        try:
+            response = await self._session.post(url, data=body, headers={"Content-Type": "application/json", **headers})
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            raise EngineUnavailable(f"Engine '{engine}' is not reachable: {exc}", retry_after=5) from exc
+        except aiohttp.ClientConnectionError as exc:
+            # A pooled keep-alive connection the engine had closed (it restarted): the request
+            # never reached a live engine, so it may go to another replica like a failed connect.
+            raise EngineUnavailable(f"Engine '{engine}' closed the connection: {exc}", retry_after=5) from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(f"Engine '{engine}' sent an invalid response: {exc}") from exc
+        return _AiohttpResponse(response, engine)
+
+    async def aclose(self) -> None:
+        await self._session.close()
+
+
+# --- httpx: for an injected transport (unit tests against a FAKE upstream) ----------------
+
+
+class _HttpxResponse:
+    def __init__(self, response: httpx.Response, engine: str) -> None:
+        self._response = response
+        self._engine = engine
+        self.status = response.status_code
+        self.headers = passthrough_headers(response.headers)
+
+    async def read(self) -> bytes:
+        try:
+            with map_upstream_errors(self._engine):
+                return await self._response.aread()
+        finally:
+            await self._response.aclose()
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        with map_upstream_errors(self._engine):
+            async for chunk in self._response.aiter_raw():
+                yield chunk
+
+    async def close(self) -> None:
+        await self._response.aclose()
+
+
+class HttpxUpstream:
+    """The same contract over an httpx client, so in-process tests can use httpx.MockTransport."""
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self._client = client
+
+    async def post(self, url: str, body: bytes, headers: dict[str, str], *, engine: str) -> _HttpxResponse:
+        request = self._client.build_request(
+            "POST", url, content=body, headers={"Content-Type": "application/json", **headers}
+        )
+        with map_upstream_errors(engine):
+            return _HttpxResponse(await self._client.send(request, stream=True), engine)
+
+    async def aclose(self) -> None:
+        """The client belongs to the caller."""
