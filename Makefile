@@ -5,7 +5,7 @@ CONFIG ?=
 PYTEST_ARGS ?=
 CODE := $(wildcard server.py gateway planner evaluation benchmarks loadtest scripts tests)
 
-.PHONY: setup models run test check lint format typecheck unit plan eval
+.PHONY: setup models run test check lint format typecheck unit plan eval bench bench-gateway loadtest
 
 setup:
 	@bash scripts/setup.sh
@@ -55,3 +55,29 @@ eval: setup
 		$(if $(MODELS),--models $(MODELS)) $(if $(SUITES),--suites $(SUITES)) \
 		$(if $(CONCURRENCY),--concurrency $(CONCURRENCY)) $(if $(SAMPLES),--samples $(SAMPLES)) \
 		$(if $(MAX_TOKENS),--max-tokens $(MAX_TOKENS)) $(if $(EVAL_OUT),--out $(EVAL_OUT)) $(if $(RESUME),--resume)
+
+# make bench          engines of BENCH_CONFIG (CONFIG=... overrides): cold start, memory, single stream,
+#                     concurrency sweep, transformers baseline, gateway vs direct -> results/bench/<run>/
+# make bench QUICK=1  the same in a few minutes (small counts); BENCH_ARGS=any scripts/bench.py option
+# make bench-gateway  the gateway's own cost against a fake upstream
+# make loadtest       Locust headless through the running `make run` gateway: SCENARIO=chat-mix USERS=8
+#                     DURATION=2m [CONFIG=the deployment make run serves] [LOCUST_ARGS=any other Locust or
+#                     loadtest option] -> results/locust/SCENARIO_*.csv, .html
+BENCH_CONFIG ?= engine_config/test.yaml
+SCENARIO ?= chat-mix
+USERS ?= 8
+DURATION ?= 2m
+LOCUST_ARGS ?=
+BENCH_ARGS ?=
+
+bench: setup
+	$(PY) scripts/bench.py --config $(or $(CONFIG),$(BENCH_CONFIG)) $(if $(QUICK),--quick) $(BENCH_ARGS)
+
+bench-gateway: setup
+	$(PY) scripts/bench_gateway.py
+
+loadtest: setup
+	mkdir -p results/locust
+	$(PY) -m locust -f loadtest --headless -u $(USERS) -r $(USERS) -t $(DURATION) --scenario $(SCENARIO) \
+		$(if $(CONFIG),--deployment $(CONFIG)) --stop-timeout 300 \
+		--csv results/locust/$(SCENARIO) --html results/locust/$(SCENARIO).html $(LOCUST_ARGS)

@@ -1,0 +1,132 @@
+"""What an engine costs while it runs: cold start, memory of its process tree, idle CPU.
+
+seconds = wait_until_healthy(url, process)           # after process start: cold start
+rss = tree_rss_bytes(pid)                            # the engine and every child (vLLM's EngineCore)
+with PeakSampler(pid) as peak: ... run load ...;  peak.rss_bytes
+idle_cpu_percent(pid, seconds=5)                     # % of one core, whole tree
+gpu_memory_bytes()                                   # NVML device memory in use, or None without a GPU
+listener_pid(8112)                                   # the process serving a port (engines we did not start)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import threading
+import time
+from types import TracebackType
+
+import httpx
+import psutil
+
+
+def process_tree(pid: int) -> list[psutil.Process]:
+    try:
+        parent = psutil.Process(pid)
+        return [parent, *parent.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def tree_rss_bytes(pid: int) -> int:
+    total = 0
+    for process in process_tree(pid):
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            total += process.memory_info().rss
+    return total
+
+
+def idle_cpu_percent(pid: int, *, seconds: float = 5.0) -> float:
+    """CPU used by the whole tree over `seconds`, in percent of one core (200 = two cores busy)."""
+    processes = process_tree(pid)
+    before = {}
+    for p in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            before[p.pid] = p.cpu_times()
+    started = time.monotonic()
+    time.sleep(seconds)
+    used = 0.0
+    for p in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            now, then = p.cpu_times(), before.get(p.pid)
+            if then is not None:
+                used += (now.user + now.system) - (then.user + then.system)
+    return 100.0 * used / (time.monotonic() - started)
+
+
+class PeakSampler:
+    """Samples the tree's RSS (and GPU memory when present) every `interval_s` in a thread."""
+
+    def __init__(self, pid: int, *, interval_s: float = 0.25) -> None:
+        self.pid = pid
+        self.interval_s = interval_s
+        self.rss_bytes = 0
+        self.gpu_bytes: int | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> PeakSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.rss_bytes = max(self.rss_bytes, tree_rss_bytes(self.pid))
+            gpu = gpu_memory_bytes()
+            if gpu is not None:
+                self.gpu_bytes = max(self.gpu_bytes or 0, gpu)
+            self._stop.wait(self.interval_s)
+
+
+def gpu_memory_bytes() -> int | None:
+    """Device memory in use on all NVIDIA GPUs (NVML), or None where there is none."""
+    try:
+        import pynvml  # noqa: PLC0415 - optional: nvidia-ml-py, useful only with a GPU
+
+        pynvml.nvmlInit()
+    except Exception:  # no library, no driver or no device: all mean "no GPU here"
+        return None
+    try:
+        return sum(
+            int(pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(i)).used)
+            for i in range(pynvml.nvmlDeviceGetCount())
+        )
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def wait_until_healthy(
+    url: str, process: subprocess.Popen[bytes] | None = None, *, deadline_s: float = 900, started: float | None = None
+) -> float:
+    """Poll `url`/health every 0.2 s; return seconds since `started` (default: now) once it answers 200."""
+    started = time.monotonic() if started is None else started
+    with httpx.Client(timeout=2) as client:
+        while time.monotonic() - started < deadline_s:
+            if process is not None and process.poll() is not None:
+                raise RuntimeError(f"{url}: process exited with {process.returncode} before it was healthy")
+            with contextlib.suppress(httpx.HTTPError):
+                if client.get(f"{url}/health").status_code == 200:
+                    return time.monotonic() - started
+            time.sleep(0.2)
+    raise TimeoutError(f"{url} not healthy after {deadline_s:.0f} s")
+
+
+def listener_pid(port: int) -> int | None:
+    """The pid listening on a local TCP port, topmost of its tree (vLLM's API server, not a worker)."""
+    pids = {
+        c.pid for c in psutil.net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN and c.laddr.port == port
+    }
+    pids.discard(None)
+    if not pids:
+        return None
+    pid = min(pids)
+    with contextlib.suppress(psutil.NoSuchProcess):
+        parent = psutil.Process(pid).parent()
+        # vLLM's API server may run under a launcher; keep climbing while the parent listens too.
+        while parent is not None and parent.pid in pids:
+            pid, parent = parent.pid, parent.parent()
+    return int(pid)

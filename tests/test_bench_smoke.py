@@ -1,0 +1,136 @@
+"""The benchmark (benchmarks/, scripts/bench.py): its checks and load generators, then the quick
+mode end to end against the test stack as CI's smoke test.
+
+The smoke test reuses the session's engines and gateway (`--engine-url`, `--gateway-url`)
+instead of starting its own, so it measures no cold start; everything else runs for real,
+with tiny counts: single stream, a two-level sweep, gateway vs direct, transformers
+`generate`, the Prometheus cross-check, and the report with its plots.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from benchmarks.engine_metrics import TokenCounters, cross_check, read_token_counters
+from benchmarks.load import ChatRequest, raw_post, run_load, run_raw_http
+from benchmarks.resources import wait_until_healthy
+from benchmarks.suite import BenchPlan, summarize_gateway_runs
+from tests.conftest import ROOT, Stack
+
+
+def test_cross_check_flags_disagreements_beyond_the_tolerance() -> None:
+    engine = TokenCounters(prompt=10_000, generation=20_000)
+    assert cross_check(TokenCounters(10_000, 20_150), engine, tolerance=0.01) == []
+    problems = cross_check(TokenCounters(10_000, 20_300), engine, tolerance=0.01)
+    assert len(problems) == 1 and "generation tokens" in problems[0] and "1.50%" in problems[0]
+    assert cross_check(TokenCounters(5, 0), TokenCounters(0, 0), tolerance=0.01)  # engine saw nothing
+    assert engine - TokenCounters(1, 2) == TokenCounters(9_999, 19_998)
+
+
+def test_vllm_runs_decode_greedy_without_the_models_repetition_penalty_unless_asked() -> None:
+    greedy = ChatRequest("qwen-tiny", [], 8).body()
+    # qwen's generation_config.json says repetition_penalty 1.1, which vLLM would otherwise apply.
+    assert (greedy["temperature"], greedy["repetition_penalty"], greedy["ignore_eos"]) == (0.0, 1.0, True)
+    defaults = ChatRequest("qwen-tiny", [], 8, sampling={}).body()
+    assert "temperature" not in defaults and "repetition_penalty" not in defaults
+    assert BenchPlan.full("cpu").concurrency == BenchPlan.full("gpu").concurrency
+    assert {1, 4, 16, 32, 64} <= set(BenchPlan.full("cpu").concurrency)
+
+
+def test_gateway_summary_compares_totals_and_median_ttft() -> None:
+    def run(via: str, tokens: int, wall: float, ttft: float) -> dict[str, object]:
+        return {"via": via, "output_tokens": tokens, "wall_s": wall, "ttft_ms": {"p50": ttft}}
+
+    runs = [run("direct", 1000, 1.0, 10.0), run("gateway", 990, 1.0, 11.0), run("gateway", 980, 1.0, 12.0)]
+    summary = summarize_gateway_runs([*runs, run("direct", 1000, 1.0, 10.5)])
+    assert summary["direct_output_tokens_per_s"] == pytest.approx(1000)
+    assert summary["output_tps_ratio"] == pytest.approx(0.985)
+    assert summary["added_ttft_p50_ms"] == pytest.approx(11.5 - 10.25)  # medians of the rounds' p50s
+
+
+@pytest.fixture(scope="module")
+def fake_upstream_port() -> Iterator[int]:
+    """benchmarks/fake_upstream.py: an instant FAKE engine (8 tokens per answer)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen([sys.executable, "-m", "benchmarks.fake_upstream", "--port", str(port)], cwd=ROOT)
+    try:
+        wait_until_healthy(f"http://127.0.0.1:{port}", process, deadline_s=30)
+        yield port
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_streaming_load_generator_against_the_fake_upstream(fake_upstream_port: int) -> None:
+    requests = [ChatRequest("fake-upstream", [{"role": "user", "content": "hi"}], 8, prompt_tokens=16)] * 40
+    result = asyncio.run(run_load(f"http://127.0.0.1:{fake_upstream_port}", requests, concurrency=8))
+    summary = result.summary()
+    assert (summary["requests"], summary["failures"], summary["prompt_token_mismatches"]) == (40, 0, 0)
+    assert summary["output_tokens"] == 40 * 8 and summary["prompt_tokens"] == 40 * 16
+    assert all(summary["ttft_ms"][p] is not None for p in ("p50", "p90", "p99"))
+    assert len([g for r in result.records for g in r.gaps]) == 40 * 7  # 8 token chunks -> 7 gaps each
+    # A request asking for more tokens than the stream carries is a failure, not a silent success.
+    wrong = [ChatRequest("fake-upstream", [{"role": "user", "content": "hi"}], 9)]
+    failed = asyncio.run(run_load(f"http://127.0.0.1:{fake_upstream_port}", wrong, concurrency=1)).summary()
+    assert failed["failures"] == 1 and "asked for exactly 9" in failed["errors"][0]
+
+
+def test_raw_client_reads_json_and_chunked_answers(fake_upstream_port: int) -> None:
+    for stream in (False, True):
+        body = {"model": "fake-upstream", "messages": [], "stream": stream}
+        request = raw_post("127.0.0.1", fake_upstream_port, "/v1/chat/completions", body)
+        summary = asyncio.run(
+            run_raw_http("127.0.0.1", fake_upstream_port, request, concurrency=4, duration_s=0.5, warmup_s=0.1)
+        ).summary()
+        assert summary["failures"] == 0 and summary["requests"] > 10
+        assert summary["latency_ms"]["p50"] is not None
+
+
+@pytest.mark.engines
+def test_quick_benchmark_end_to_end_against_the_stack(stack: Stack, tmp_path: Path) -> None:
+    engines = [f"{name}={stack.engine_url(name)}" for name in stack.model_names()]
+    before = {name: read_token_counters(stack.engine_url(name)) for name in stack.model_names()}
+    argv = [sys.executable, "scripts/bench.py", "--quick", "--config", str(stack.config_path), "--out", str(tmp_path)]
+    argv += [arg for item in engines for arg in ("--engine-url", item)] + ["--gateway-url", stack.gateway_url]
+    # Tiny counts: one length pair, a two-level sweep, one gateway round.
+    argv += ["--pairs", "128:256", "--sweep-pairs", "128:256", "--hf-pairs", "128:256", "--concurrency", "1,8"]
+    argv += ["--ratio-concurrency", "8", "--gateway-rounds", "1", "--idle-s", "1"]
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, f"{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+    assert "[bench " in done.stdout  # progress lines
+
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["problems"] == []
+    assert set(results["models"]) == set(stack.model_names())
+    for name, row in results["models"].items():
+        assert row["rss_idle_bytes"] > 100 * 2**20 and row["rss_peak_bytes"] >= row["rss_idle_bytes"] * 0.9
+        assert row["idle_cpu_percent"] >= 0
+        assert [s["concurrency"] for s in row["sweep"]] == [1, 8]
+        for point in [*row["single_stream"], *row["sweep"]]:
+            assert point["failures"] == 0 and point["output_tokens_per_s"] > 0
+            assert point["ttft_ms"]["p50"] is not None and point["itl_ms"]["p99"] is not None
+        assert row["gateway_vs_direct"]["output_tps_ratio"] > 0
+        assert row["hf"]["pairs"][0]["output_tokens_per_s"] > 0
+        assert row["hf"]["sampling"] == results["plan"]["sampling"] == "greedy"  # the same decoding on both sides
+        assert row["vllm_vs_hf"]["ratio"] > 0
+        # The per-run counter deltas add up to what the engine's counters moved by over the run.
+        runs = row["token_check"]["runs"]
+        moved = read_token_counters(stack.engine_url(name)) - before[name]
+        assert sum(r["engine"]["generation"] for r in runs) == pytest.approx(moved.generation, rel=0.01)
+        assert sum(r["ours"]["generation"] for r in runs) == pytest.approx(moved.generation, rel=0.01)
+
+    report = (tmp_path / "report.md").read_text()
+    for heading in ("## Side by side", "## Concurrency sweep", "## Gateway vs direct", "## Token counts"):
+        assert heading in report
+    for png in ("comparison.png", "throughput_vs_concurrency.png", "latency_vs_concurrency.png"):
+        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
