@@ -92,7 +92,7 @@ def real_engines(args: argparse.Namespace) -> dict[str, Any]:
             factory = PromptFactory.from_dir(target.spec.engine.tokenizer or target.spec.engine.model)
             load = CountedLoad(target, factory, plan.tolerance, say)
             load.run(target.url, (128, 256), requests=4, concurrency=4, label=f"{target.spec.name} warm-up")
-            result = gateway_vs_direct(load, target, gateway_url, plan)
+            result = {} if args.paired_only else gateway_vs_direct(load, target, gateway_url, plan)
             result["paired"] = paired_rounds(load, target, gateway_url, args)
             result["token_problems"] = [p for c in load.checks for p in c["problems"]]
             out["problems"] += result["token_problems"]
@@ -387,6 +387,8 @@ def print_tables(results: dict[str, Any]) -> None:
         )
         print(f"{'model':<12} {'direct tok/s':>13} {'gateway tok/s':>14} {'gateway/direct':>15} {'added TTFT p50':>15}")
         for name, row in real["models"].items():
+            if "direct_output_tokens_per_s" not in row:  # --paired-only
+                continue
             print(
                 f"{name:<12} {row['direct_output_tokens_per_s']:>13.0f} {row['gateway_output_tokens_per_s']:>14.0f} "
                 f"{100 * row['output_tps_ratio']:>14.1f}% {row['added_ttft_p50_ms']:>+12.2f} ms"
@@ -446,6 +448,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, default=ROOT / "engine_config" / "test.yaml")
     parser.add_argument("--only", choices=("real", "fake"))
+    parser.add_argument("--paired-only", action="store_true", help="(a): only the paired rounds, not the A/B runs")
+    parser.add_argument("--results", default="results.json", help="file name under results/bench/gateway/")
     parser.add_argument("--engine-url", action="append", default=[], metavar="NAME=URL")
     parser.add_argument("--gateway-url")
     parser.add_argument("--streams", type=int, default=32)
@@ -463,7 +467,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     OUT.mkdir(parents=True, exist_ok=True)
-    path = OUT / "results.json"
+    path = OUT / args.results
     # --only replaces its own part of an earlier results.json and keeps the other.
     results: dict[str, Any] = json.loads(path.read_text()) if args.only and path.exists() else {}
     command = " ".join(["python", "scripts/bench_gateway.py", *sys.argv[1:]])
