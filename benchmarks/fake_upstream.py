@@ -1,6 +1,7 @@
 """A FAKE OpenAI upstream: answers instantly, so that a gateway's own cost can be measured.
 
     python -m benchmarks.fake_upstream --port 8390 [--tokens 8] [--token-delay-ms 0]
+    with running(cores=[1]) as (port, pid): ...     # as a child process on a free port
 
 It is not vLLM and generates nothing: `POST /v1/chat/completions` returns a fixed answer of
 `--tokens` tokens, as one JSON body or (with `"stream": true`) as that many SSE chunks plus a
@@ -16,7 +17,11 @@ import argparse
 import asyncio
 import contextlib
 import json
-from collections.abc import Callable
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 _MODEL = "fake-upstream"
@@ -126,6 +131,25 @@ async def serve(host: str, port: int, tokens: int, token_delay_s: float = 0.0) -
     server = await loop.create_server(lambda: FakeUpstreamProtocol(answers, token_delay_s), host, port, backlog=1024)
     async with server:
         await server.serve_forever()
+
+
+@contextlib.contextmanager
+def running(*, tokens: int = 8, cores: list[int] | None = None) -> Iterator[tuple[int, int]]:
+    """The fake in a child process on a free local port, pinned to `cores` if given: (port, pid)."""
+    from benchmarks.resources import free_port, wait_until_healthy  # noqa: PLC0415 - the server itself needs neither
+
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.fake_upstream", "--port", str(port), "--tokens", str(tokens)],
+        cwd=Path(__file__).resolve().parent.parent,
+        preexec_fn=(lambda: os.sched_setaffinity(0, cores)) if cores else None,  # noqa: PLW1509 - pins the child
+    )
+    try:
+        wait_until_healthy(f"http://127.0.0.1:{port}", process, deadline_s=30)
+        yield port, process.pid
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,6 +33,7 @@ from benchmarks.hf_baseline import run_hf_baseline
 from benchmarks.load import GREEDY, ChatRequest, LoadResult, run_load
 from benchmarks.resources import (
     PeakSampler,
+    free_port,
     gpu_memory_bytes,
     idle_cpu_percent,
     listener_pid,
@@ -214,9 +214,7 @@ def gateway_process(
     """`server.py --gateway-only` in front of `engines` (name -> URL) on a free local port.
 
     Yields (url, pid); `cores` pins the gateway process to those CPUs."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     argv = [sys.executable, str(ROOT / "server.py"), "--gateway-only", "--config", str(config_path)]
     argv += ["--port", str(port), "--host", "127.0.0.1"]
     for name, url in engines.items():

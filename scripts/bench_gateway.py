@@ -29,7 +29,6 @@ import json
 import os
 import random
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -41,9 +40,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
+from benchmarks import fake_upstream  # noqa: E402
 from benchmarks.engine_metrics import TokenCounters, cross_check, read_token_counters  # noqa: E402
 from benchmarks.load import ChatRequest, LoadResult, raw_post, run_load, run_raw_http  # noqa: E402
-from benchmarks.resources import wait_until_healthy  # noqa: E402
+from benchmarks.resources import cpu_seconds  # noqa: E402
 from benchmarks.suite import (  # noqa: E402
     BenchPlan,
     CountedLoad,
@@ -177,34 +177,6 @@ async def _staggered(*groups: list[tuple[str, list[ChatRequest], float]]) -> lis
 # --- (b) fake upstream -----------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@contextlib.contextmanager
-def fake_upstream(cores: list[int]) -> Any:
-    port = _free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.fake_upstream", "--port", str(port), "--tokens", "8"],
-        cwd=ROOT,
-        preexec_fn=lambda: os.sched_setaffinity(0, cores),  # noqa: PLW1509 - only pins the child
-    )
-    try:
-        wait_until_healthy(f"http://127.0.0.1:{port}", process, deadline_s=30)
-        yield port, process.pid
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def measure(
     port: int, stream: bool, *, concurrency: int, duration_s: float, cpu_of: int | None = None
 ) -> dict[str, Any]:
@@ -261,7 +233,7 @@ def _fake_proxy(args: argparse.Namespace, gateway_cores: list[int], client_cores
         "modes": {},
     }
     with (
-        fake_upstream(client_cores) as (fake_port, fake_pid),
+        fake_upstream.running(cores=client_cores) as (fake_port, fake_pid),
         gateway_process(
             args.config, {"fake-upstream": f"http://127.0.0.1:{fake_port}"}, OUT / "logs", say, cores=gateway_cores
         ) as (gateway_url, gateway_pid),

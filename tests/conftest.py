@@ -28,6 +28,7 @@ import psutil
 import pytest
 import yaml
 
+from benchmarks.resources import process_tree
 from gateway.config import DeploymentConfig, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,14 +98,6 @@ def wait_ready(
             pass
         time.sleep(1)
     pytest.fail(f"stack not ready after {deadline_s} s:\n{log_path.read_text(errors='replace')[-4000:]}")
-
-
-def process_tree(pid: int) -> list[psutil.Process]:
-    try:
-        parent = psutil.Process(pid)
-        return [parent, *parent.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return []
 
 
 def stop_and_check_nothing_left(process: subprocess.Popen[bytes], sig: signal.Signals = signal.SIGTERM) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks import fake_upstream
 from benchmarks.engine_metrics import TokenCounters, cross_check, read_token_counters
 from benchmarks.load import ChatRequest, raw_post, run_load, run_raw_http
-from benchmarks.resources import wait_until_healthy
 from benchmarks.suite import BenchPlan, summarize_gateway_runs
 from tests.conftest import ROOT, Stack
 
@@ -59,16 +58,8 @@ def test_gateway_summary_compares_totals_and_median_ttft() -> None:
 @pytest.fixture(scope="module")
 def fake_upstream_port() -> Iterator[int]:
     """benchmarks/fake_upstream.py: an instant FAKE engine (8 tokens per answer)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    process = subprocess.Popen([sys.executable, "-m", "benchmarks.fake_upstream", "--port", str(port)], cwd=ROOT)
-    try:
-        wait_until_healthy(f"http://127.0.0.1:{port}", process, deadline_s=30)
+    with fake_upstream.running(tokens=8) as (port, _):
         yield port
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 def test_streaming_load_generator_against_the_fake_upstream(fake_upstream_port: int) -> None:

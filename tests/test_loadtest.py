@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import importlib.metadata
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +23,7 @@ from types import SimpleNamespace
 import pytest
 
 from benchmarks.engine_metrics import read_token_counters, relative_difference
+from benchmarks.resources import free_port
 from loadtest.options import SCENARIOS, selected_classes
 from loadtest.prompts import PromptFactory
 from loadtest.shapes import ArrivalRate, FixedUsers, Step, StepRamp, parse_steps, shape_from_options
@@ -253,9 +253,7 @@ def test_token_check_fails_the_run_when_the_engines_disagree(stack: Stack, tmp_p
 
 @pytest.mark.engines
 def test_compare_endpoint_in_distributed_mode(stack: Stack, tmp_path: Path) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     deployment = ["--deployment", str(stack.config_path)]
     worker = subprocess.Popen(
         [sys.executable, "-m", "locust", "-f", "loadtest", "--worker", "--master-port", str(port), *deployment],
