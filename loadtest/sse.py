@@ -148,14 +148,7 @@ def stream_chat(
         path, json=body, name=name, stream=True, catch_response=True, headers=STREAM_HEADERS
     ) as response:
         response.request_meta["request_type"] = "chat"
-        try:
-            if response.status_code != 200:
-                response.failure(f"HTTP {response.status_code}: {(response.text or '')[:300]}")
-                return None
-            for line in _lines(response):
-                timings.feed(line, time.perf_counter())
-        except Exception as exc:  # a broken connection must count as a failure, not vanish
-            response.failure(f"{type(exc).__name__}: {exc}")
+        if not _read_stream(response, timings):
             return None
         ended = time.perf_counter()
         response.request_meta["response_time"] = (ended - started) * 1000
@@ -167,10 +160,7 @@ def stream_chat(
             response.failure(problem)
             return None
         response.success()
-    fire = user.environment.events.request.fire
-    for kind, seconds in (("TTFT", timings.ttft_s), ("ITL", timings.itl_s), ("TPOT", timings.tpot_s)):
-        if seconds is not None:
-            fire(request_type=kind, name=name, response_time=seconds * 1000, response_length=0, exception=None)
+    _report_timings(user, name, timings)
     return timings
 
 
@@ -248,14 +238,7 @@ def stream_compare(user: Any, body: dict[str, Any], *, models: list[str]) -> Com
         headers=STREAM_HEADERS,
     ) as response:
         response.request_meta["request_type"] = "compare"
-        try:
-            if response.status_code != 200:
-                response.failure(f"HTTP {response.status_code}: {(response.text or '')[:300]}")
-                return None
-            for line in _lines(response):
-                timings.feed(line, time.perf_counter())
-        except Exception as exc:
-            response.failure(f"{type(exc).__name__}: {exc}")
+        if not _read_stream(response, timings):
             return None
         response.request_meta["response_time"] = (time.perf_counter() - started) * 1000
         response.request_meta["response_length"] = timings.completion_tokens
@@ -264,18 +247,32 @@ def stream_compare(user: Any, body: dict[str, Any], *, models: list[str]) -> Com
             response.failure(problem)
             return None
         response.success()
-    fire = user.environment.events.request.fire
     for model, per_model in timings.models.items():
-        for kind, seconds in (("TTFT", per_model.ttft_s), ("ITL", per_model.itl_s), ("TPOT", per_model.tpot_s)):
-            if seconds is not None:
-                fire(
-                    request_type=kind,
-                    name=f"compare {model}",
-                    response_time=seconds * 1000,
-                    response_length=0,
-                    exception=None,
-                )
+        _report_timings(user, f"compare {model}", per_model)
     return timings
+
+
+def _read_stream(response: Any, timings: StreamTimings | CompareTimings) -> bool:
+    """Feed every SSE line of a 200 response to `timings`; False (and a Locust failure) if the
+    status is not 200 or the stream breaks."""
+    try:
+        if response.status_code != 200:
+            response.failure(f"HTTP {response.status_code}: {(response.text or '')[:300]}")
+            return False
+        for line in _lines(response):
+            timings.feed(line, time.perf_counter())
+    except Exception as exc:  # a broken connection must count as a failure, not vanish
+        response.failure(f"{type(exc).__name__}: {exc}")
+        return False
+    return True
+
+
+def _report_timings(user: Any, name: str, timings: StreamTimings) -> None:
+    """TTFT, ITL and TPOT as Locust rows named `name` (those the stream had)."""
+    fire = user.environment.events.request.fire
+    for kind, seconds in (("TTFT", timings.ttft_s), ("ITL", timings.itl_s), ("TPOT", timings.tpot_s)):
+        if seconds is not None:
+            fire(request_type=kind, name=name, response_time=seconds * 1000, response_length=0, exception=None)
 
 
 def _lines(response: Any) -> Iterator[str]:
