@@ -17,11 +17,8 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
-import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 _MODEL = "fake-upstream"
@@ -136,20 +133,13 @@ async def serve(host: str, port: int, tokens: int, token_delay_s: float = 0.0) -
 @contextlib.contextmanager
 def running(*, tokens: int = 8, cores: list[int] | None = None) -> Iterator[tuple[int, int]]:
     """The fake in a child process on a free local port, pinned to `cores` if given: (port, pid)."""
-    from benchmarks.resources import free_port, wait_until_healthy  # noqa: PLC0415 - the server itself needs neither
+    from benchmarks.resources import free_port  # noqa: PLC0415 - the server itself needs neither
+    from gateway.process import running as child_running  # noqa: PLC0415
 
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.fake_upstream", "--port", str(port), "--tokens", str(tokens)],
-        cwd=Path(__file__).resolve().parent.parent,
-        preexec_fn=(lambda: os.sched_setaffinity(0, cores)) if cores else None,  # noqa: PLW1509 - pins the child
-    )
-    try:
-        wait_until_healthy(f"http://127.0.0.1:{port}", process, deadline_s=30)
-        yield port, process.pid
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    argv = [sys.executable, "-m", "benchmarks.fake_upstream", "--port", str(port), "--tokens", str(tokens)]
+    with child_running(argv, url=f"http://127.0.0.1:{port}/health", deadline_s=30, cores=cores) as child:
+        yield port, child.pid
 
 
 def main(argv: list[str] | None = None) -> None:

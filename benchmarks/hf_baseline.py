@@ -4,7 +4,7 @@
         --requests 2 --cores 0 --dtype float32 --out hf.json
     result = run_hf_baseline(model_dir, pairs=[(128, 256)], requests=2, cores=[0])   # same, in a subprocess
 
-Prompts are built exactly as the vLLM runs build them (loadtest/prompts.py: the model's chat
+Prompts are built exactly as the vLLM runs build them (traffic/prompts.py: the model's chat
 template, exact token count, fresh words per request) and generation is plain greedy
 (`do_sample=False, repetition_penalty=1.0`, like the vLLM runs; `--sampling model-defaults`
 keeps generation_config.json instead) with `min_new_tokens = max_new_tokens`, so every request
@@ -72,7 +72,7 @@ def measure(
     import torch  # noqa: PLC0415 - after pinning
     from transformers import AutoModelForCausalLM  # noqa: PLC0415
 
-    from loadtest.prompts import PromptFactory  # noqa: PLC0415
+    from workload.prompts import PromptFactory  # noqa: PLC0415
 
     torch.set_num_threads(len(cores))
     started = time.perf_counter()

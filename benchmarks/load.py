@@ -6,7 +6,7 @@
 
 `concurrency` workers each take the next request from the list as soon as their previous one
 ends, so exactly that many streams are in flight until the list runs dry. Timings use the
-same SSE parser as the Locust users (loadtest/sse.py): TTFT is the first non-empty content or
+same SSE parser as the Locust users (traffic/sse.py): TTFT is the first non-empty content or
 reasoning delta, ITL every gap between token-bearing chunks. Token counts are the server's
 `usage`; the expected prompt length is checked per request.
 
@@ -32,7 +32,7 @@ from typing import Any
 import aiohttp
 import numpy as np
 
-from loadtest.sse import StreamTimings
+from workload.sse import StreamTimings
 
 PERCENTILES = (50, 90, 99)
 # Plain greedy decoding, as transformers `generate(do_sample=False, repetition_penalty=1.0)` does.

@@ -154,6 +154,66 @@ def token_check_table(results: dict[str, Any]) -> str:
     return _table(header, rows)
 
 
+def _sampling_label(sampling: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sampling.items()) or "the engine's generation_config.json"
+
+
+def sampling_table(results: dict[str, Any]) -> str | None:
+    """Sampled beside greedy per model and stream count, cpu_sampler plugin on and (where measured) off."""
+    rows = []
+    for name, row in results["models"].items():
+        s = row.get("sampling_vs_greedy")
+        for level in s["levels"] if s else []:
+            cells = [name, _sampling_label(s["sampling"]), str(level["concurrency"])]
+            for plugin in ("on", "off"):
+                p = level.get(f"plugin_{plugin}") or {}
+                ratio = p.get("sampled_vs_greedy")
+                cells += [
+                    _num(p.get("greedy_tps"), ".0f"),
+                    _num(p.get("sampled_tps"), ".0f"),
+                    _num(ratio and 100 * ratio, ".1f", "%"),
+                ]
+            rows.append([*cells, _num(level.get("sampled_speedup"), ".1f", "x")])
+    if not rows:
+        return None
+    header = ["model", "sampling (model defaults)", "streams", "greedy tok/s", "sampled tok/s", "**sampled / greedy**"]
+    header += ["plugin off: greedy", "sampled", "sampled / greedy", "sampled, on / off"]
+    return _table(header, rows)
+
+
+def plot_sampling(results: dict[str, Any], path: Path) -> None:
+    """Bars: greedy and sampled output tok/s per model at the most streams, plugin on and off."""
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
+    labels, greedy, sampled = [], [], []
+    streams = 0
+    for name, row in results["models"].items():
+        s = row.get("sampling_vs_greedy")
+        if not s:
+            continue
+        level = s["levels"][-1]
+        streams = level["concurrency"]
+        for plugin in ("on", "off"):
+            p = level.get(f"plugin_{plugin}")
+            if p:
+                labels.append(f"{name}\nplugin {plugin}")
+                greedy.append(p["greedy_tps"] or 0)
+                sampled.append(p["sampled_tps"] or 0)
+    x = list(range(len(labels)))
+    ax.bar([i - 0.2 for i in x], greedy, width=0.4, label="greedy", color="tab:gray")
+    ax.bar([i + 0.2 for i in x], sampled, width=0.4, label="sampled (model defaults)", color="tab:blue")
+    for i, (g, v) in enumerate(zip(greedy, sampled, strict=True)):
+        if g:
+            ax.annotate(f"{100 * v / g:.0f}%", (i + 0.2, v), ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(x, labels, fontsize=8)
+    ax.set_ylabel("output tokens/s")
+    ax.set_title(f"Sampled vs greedy decoding at {streams} streams, interleaved rounds")
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 def render_markdown(results: dict[str, Any], command: str = "") -> str:
     plan = results["plan"]
     parts = [
@@ -165,6 +225,12 @@ def render_markdown(results: dict[str, Any], command: str = "") -> str:
         + (", engines reused (no cold start measured)" if results["reused_engines"] else "")
         + f"; took {results.get('duration_s', 0):.0f} s.",
     ]
+    command = command or results.get("command", "")
+    if plan.get("only_sampling"):
+        parts += ["", "Only the sampled vs greedy section (`--sampling-only`)."]
+        if command:
+            parts += ["", f"Command: `{command}`"]
+        return "\n".join([*parts, "", *_sampling_section(results), *_checks_section(results)])
     decoding = (
         "plain greedy on both sides (vLLM: temperature 0, repetition_penalty 1.0; transformers: "
         "do_sample=False, repetition_penalty=1.0), whatever the models' generation_config.json says"
@@ -180,7 +246,6 @@ def render_markdown(results: dict[str, Any], command: str = "") -> str:
         f"transformers {plan['hf_requests']} requests per pair; gateway vs direct {plan['gateway_rounds']} "
         f"interleaved rounds at {plan['ratio_concurrency']} streams.",
     ]
-    command = command or results.get("command", "")
     if command:
         parts += ["", f"Command: `{command}`"]
     header, rows = comparison_rows(results)
@@ -209,14 +274,38 @@ def render_markdown(results: dict[str, Any], command: str = "") -> str:
         "",
         gateway_table(results),
         "",
-        "## Token counts vs the engines' Prometheus counters",
+    ]
+    return "\n".join([*parts, *_sampling_section(results), *_checks_section(results)])
+
+
+def _sampling_section(results: dict[str, Any]) -> list[str]:
+    sampled = sampling_table(results)
+    if not sampled:
+        return []
+    first = next(r["sampling_vs_greedy"] for r in results["models"].values() if r.get("sampling_vs_greedy"))
+    parts = [
+        "## Sampled vs greedy decoding (cpu_sampler plugin on and off)",
         "",
-        token_check_table(results),
+        f"1 and {first['concurrency']} streams of {first['prompt_len']}->{first['output_len']} tokens straight "
+        f"to the engine, {results['plan']['sampling_rounds']} round(s) rotating the order of the variants; "
+        "sampled = the model's sampling_defaults from the config (else its generation_config.json); "
+        "plugin off = a second engine with `fast_cpu_sampler: false` on the same cores.",
+        "",
+        sampled,
         "",
     ]
+    for name, row in results["models"].items():
+        state = (row.get("sampling_vs_greedy") or {}).get("plugin_off_engine")
+        if state not in (None, "started"):
+            parts += [f"Plugin off not measured for {name}: the second engine {state}", ""]
+    return [*parts, "![sampled vs greedy](sampling_vs_greedy.png)", ""]
+
+
+def _checks_section(results: dict[str, Any]) -> list[str]:
+    parts = ["## Token counts vs the engines' Prometheus counters", "", token_check_table(results), ""]
     if results["problems"]:
         parts += ["## Problems", ""] + [f"- {p}" for p in results["problems"]] + [""]
-    return "\n".join(parts)
+    return parts
 
 
 def _concurrency_axis(ax: Any, results: dict[str, Any]) -> None:
@@ -296,9 +385,12 @@ def write_report(results: dict[str, Any], out_dir: Path, *, command: str = "") -
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (out_dir / "report.md").write_text(render_markdown(results, command))
-    plot_throughput(results, out_dir / "throughput_vs_concurrency.png")
-    plot_latency(results, out_dir / "latency_vs_concurrency.png")
-    plot_comparison(results, out_dir / "comparison.png")
+    if not results["plan"].get("only_sampling"):
+        plot_throughput(results, out_dir / "throughput_vs_concurrency.png")
+        plot_latency(results, out_dir / "latency_vs_concurrency.png")
+        plot_comparison(results, out_dir / "comparison.png")
+    if sampling_table(results):
+        plot_sampling(results, out_dir / "sampling_vs_greedy.png")
 
 
 if __name__ == "__main__":

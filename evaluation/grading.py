@@ -24,7 +24,7 @@ from evaluation.extract import (
     parse_number,
 )
 from evaluation.items import Grade, Item
-from evaluation.sandbox import Sandbox
+from evaluation.sandbox import CodeTask, Sandbox
 
 
 class Grader:
@@ -48,20 +48,21 @@ class Grader:
         if self.sandbox is None:
             raise RuntimeError("code items need a Sandbox")
         code = extract_code(answer, reference["entry_point"])
-        result = self.sandbox.run(build_program(reference, code))
+        result = self.sandbox.check(build_task(reference, code))
         return Grade(result.passed, 1.0 if result.passed else 0.0, code, result.detail)
 
 
-def build_program(reference: dict[str, str], code: str) -> str:
-    """HumanEval's check program around a solution: a whole function, or only its body.
+def build_task(reference: dict[str, str], code: str) -> CodeTask:
+    """HumanEval's problem around a solution, which may be a whole function or only its body.
 
-    The problem prompt always comes first: it holds the imports and helper functions some
-    problems rely on, and a full definition in `code` simply replaces the stub.
+    The sandbox runs the prompt and then the solution: the prompt holds the imports and helper
+    functions a solution may use, and a full definition in `code` simply replaces the stub. The
+    test runs outside it, with the prompt's own helpers (some tests call them, e.g. poly()).
     """
     entry = reference["entry_point"]
     defines = re.search(rf"^\s*def\s+{re.escape(entry)}\s*\(", code, re.MULTILINE)
-    body = f"{reference['prompt']}\n{code}" if defines else f"{reference['prompt']}{code}"
-    return f"{body}\n\n{reference['test']}\n\ncheck({entry})\n"
+    program = f"{reference['prompt']}\n{code}" if defines else f"{reference['prompt']}{code}"
+    return CodeTask(program=program, entry_point=entry, test=reference["test"], helpers=reference["prompt"])
 
 
 def _grade_number(answer: str, reference: str) -> Grade:

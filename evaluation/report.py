@@ -165,8 +165,9 @@ def _run_section(run: dict[str, Any]) -> list[str]:
     if sandbox:
         lines.append(
             f"- Code sandbox: {sandbox.get('isolation')} isolation, network {sandbox.get('network')}, "
-            f"timeout {sandbox.get('timeout_s')} s, audit hook {'on' if sandbox.get('audit_hook') else 'off'}"
+            f"timeout {sandbox.get('timeout_s')} s"
         )
+        lines += [f"  - {layer}" for layer in sandbox.get("layers") or []]
     for name, policy in (run.get("policies") or {}).items():
         values = ", ".join(f"{k}={v}" for k, v in policy["sampling"].items())
         sampling = f"{values} ({policy['sampling_source']})" if values else policy["sampling_source"]

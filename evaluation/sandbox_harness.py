@@ -1,137 +1,106 @@
-"""Runs inside the sandbox process (see sandbox.py), never imported by the harness itself.
+"""The sandbox process's own side (see sandbox.py); standard library only, run as
 
-    python -I -B -c "<this file's text>" WORKDIR guard|noguard same|UID HOST_MNT_NS   < nonce
+    python -I -B -u -c "<bootstrap: main(json.loads(sys.argv[1]))>" '{"requests": 3, "answers": 4, "uid": 64000, ...}'
 
-It reads a one-time nonce from stdin and the program from WORKDIR/program.py. Given a UID
-(namespaces mode: it starts as root inside fresh network, pid and mount namespaces), it first
-mounts private, empty tmpfs over /tmp, /var/tmp and /dev/shm (the places an unprivileged user
-could otherwise write to), makes /tmp/work its working directory, and drops to UID. Then it
-optionally installs an audit hook that turns network, process and out-of-directory write
-attempts into PermissionError, executes the program with `__name__ != "__main__"`, and prints the
-nonce only if the program ran to the end. The parent counts a run as passed only when it sees
-that nonce: exiting early with status 0 (`sys.exit(0)`, `os._exit(0)`) before the tests have run
-is a failure. (The nonce guards against accidents, not against code that goes looking for it in
-this process's memory.)
+It reads one setup message from the `requests` pipe (the model's program and the name of the
+function the test calls), confines itself (sandbox_confine.py), runs the program and then answers
+calls: each request is one line of encoded arguments, each answer one line holding the encoded
+return value or the exception it raised. The test itself, and so the verdict, never enters this
+process: the parent runs it and calls the function through this loop.
 
-The hook is a convenience that makes an attempt fail fast with a clear message; the operating
-system limits around this process (namespaces, unprivileged user, rlimits, process group) are
-what contain code that gets past it.
+Everything here can be undone by the model's code, since it runs in the same interpreter: it can
+answer with anything, exit, or write on the pipes itself. None of that grades it passed, because
+the only thing the parent takes from this process is data (sandbox_codec.py), which the test
+then compares. Messages it sends before the program runs ("confined") are trustworthy only in
+that order: the parent reads them before any model code exists.
 """
 
+from __future__ import annotations
+
+import json
 import os
-import subprocess
 import sys
-import traceback
+from collections.abc import Callable
+from typing import Any
 
-# Events that have no business in a HumanEval solution.
-BLOCKED_EVENTS = frozenset(
-    {
-        "socket.__new__",
-        "socket.connect",
-        "socket.bind",
-        "socket.getaddrinfo",
-        "os.system",
-        "os.exec",
-        "os.posix_spawn",
-        "os.spawn",
-        "os.fork",
-        "os.forkpty",
-        "subprocess.Popen",
-        "os.kill",
-        "os.killpg",
-        "ctypes.dlopen",
-        "ctypes.dlsym",
-        "ctypes.cdata",
-    }
-)
-# Events whose path arguments must lie inside the working directory.
-PATH_EVENTS = frozenset(
-    {
-        "os.remove",
-        "os.rename",
-        "os.rmdir",
-        "os.mkdir",
-        "os.chmod",
-        "os.chown",
-        "os.link",
-        "os.symlink",
-        "os.truncate",
-        "os.utime",
-        "shutil.rmtree",
-        "shutil.move",
-        "shutil.copyfile",
-        "shutil.copytree",
-    }
-)
-WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+from evaluation import sandbox_codec, sandbox_confine
 
 
-def install_guard(workdir: str) -> None:
-    root = os.path.realpath(workdir)
+class Pipe:
+    """Line-delimited JSON on two inherited descriptors."""
 
-    def inside(path: object) -> bool:
-        if not isinstance(path, (str, bytes, os.PathLike)):
-            return True  # an already open descriptor was checked when it was opened
-        real = os.path.realpath(os.fsdecode(path))
-        return real == root or real.startswith(root + os.sep) or real == os.devnull
+    def __init__(self, requests: int, answers: int) -> None:
+        self.requests = os.fdopen(requests, "rb", buffering=1 << 16)
+        self.answers = answers
 
-    def hook(event: str, args: tuple[object, ...]) -> None:
-        if event in BLOCKED_EVENTS:
-            raise PermissionError(f"sandbox: {event} is not allowed")
-        if event == "open":
-            path, mode, flags = args
-            writing = isinstance(mode, str) and any(c in mode for c in "wax+")
-            writing = writing or (isinstance(flags, int) and flags > 0 and bool(flags & WRITE_FLAGS))
-            if writing and path is not None and not inside(path):
-                raise PermissionError(f"sandbox: writing {path!r} outside the working directory is not allowed")
-        elif event in PATH_EVENTS:
-            for arg in args[:2]:
-                if isinstance(arg, (str, bytes, os.PathLike)) and not inside(arg):
-                    raise PermissionError(f"sandbox: {event} on {arg!r} outside the working directory")
+    def receive(self) -> bytes:
+        return self.requests.readline()
 
-    sys.addaudithook(hook)
+    def send(self, message: dict[str, Any]) -> None:
+        self.send_line(json.dumps(message, separators=(",", ":")))
+
+    def send_line(self, line: str) -> None:
+        data = (line + "\n").encode()
+        while data:
+            data = data[os.write(self.answers, data) :]
 
 
-PRIVATE_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
-
-
-def enter_private_dirs(uid: int, host_mount_ns: str) -> str:
-    """Cover the world-writable directories with private tmpfs mounts, then become `uid`."""
-    if os.readlink("/proc/self/ns/mnt") == host_mount_ns:
-        raise SystemExit("sandbox: not in a private mount namespace; refusing to mount over /tmp")
-    for directory in PRIVATE_DIRS:
-        if os.path.isdir(directory):
-            options = "size=64m,mode=1777,nosuid,nodev"
-            subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", directory], check=True)
-    workdir = "/tmp/work"
-    os.mkdir(workdir, 0o700)
-    os.chown(workdir, uid, uid)
-    os.setgroups([])
-    os.setgid(uid)
-    os.setuid(uid)
+def confine(config: dict[str, Any]) -> str:
+    """Every layer the parent asked for, or an exception: nothing runs half-confined."""
+    if config["uid"] is not None:
+        workdir = sandbox_confine.enter_jail(config["uid"], config["host_mount_ns"], config["work_bytes"])
+    else:
+        workdir = config["workdir"]
+    os.chdir(workdir)
+    sandbox_confine.forbid_new_privileges()
+    if config["landlock_abi"]:
+        sandbox_confine.restrict_writes(workdir, config["landlock_abi"])
+    if config["seccomp"]:
+        sandbox_confine.restrict_syscalls()
     return workdir
 
 
-def main() -> None:
-    source_dir, mode, user, host_mount_ns = sys.argv[1:5]
-    nonce = sys.stdin.readline().strip()
-    sys.stdin.close()
-    with open(os.path.join(source_dir, "program.py")) as f:
-        source = f.read()
-    workdir = source_dir if user == "same" else enter_private_dirs(int(user), host_mount_ns)
-    os.chdir(workdir)
-    if mode == "guard":
-        install_guard(workdir)
+def serve(pipe: Pipe, function: Callable[..., object]) -> None:
+    while request := pipe.receive():
+        try:
+            args, kwargs = sandbox_codec.decode(request)
+            # Encoded here, so a value that cannot be (too deep, too many digits) is this call's error.
+            line = json.dumps({"value": sandbox_codec.to_data(function(*args, **kwargs))}, separators=(",", ":"))
+        except BaseException as exc:  # SystemExit and KeyboardInterrupt too: the call failed
+            line = json.dumps({"raised": [type(exc).__name__, _message(exc)]})
+        pipe.send_line(line)
+
+
+def _message(exc: BaseException) -> str:
     try:
-        exec(compile(source, "program.py", "exec"), {"__name__": "__sandbox__", "__builtins__": __builtins__})
-    except BaseException:  # SystemExit too: leaving before the tests ran is not passing them
+        return str(exc)[:500]
+    except Exception:  # a hostile __str__
+        return "(no message)"
+
+
+def main(config: dict[str, Any]) -> None:
+    pipe = Pipe(int(config["requests"]), int(config["answers"]))
+    setup = json.loads(pipe.receive())
+    try:
+        confine(config)
+    except Exception as exc:
+        pipe.send({"setup_error": f"{type(exc).__name__}: {exc}"})
+        os._exit(3)
+    pipe.send({"confined": True})
+    namespace: dict[str, object] = {"__name__": "__sandbox__", "__builtins__": __builtins__}
+    try:
+        exec(compile(setup["program"], "program.py", "exec"), namespace)
+        function = namespace[setup["entry_point"]]
+        if not callable(function):
+            raise TypeError(f"{setup['entry_point']} is not a function")
+    except BaseException as exc:  # a syntax error, a missing function, sys.exit() at import time...
+        import traceback  # noqa: PLC0415 (only on this path: it costs every run a few ms to import)
+
         traceback.print_exc()
         sys.stderr.flush()
+        pipe.send({"program_error": f"{type(exc).__name__}: {_message(exc)}"})
         os._exit(1)
-    sys.stderr.flush()
-    sys.stdout.write(f"\n{nonce}\n")
+    pipe.send({"ready": True})
+    serve(pipe, function)
     sys.stdout.flush()
     os._exit(0)
-
-
-main()

@@ -23,6 +23,8 @@ SUITES: dict[str, SuiteBuilder] = {
     "logic": logic_items,
     "smoke": smoke_items,
 }
+# Suites with items graded by running the model's code, which needs the sandbox.
+RUNS_CODE = frozenset({"code", "smoke"})
 
 
 def load_items(names: list[str], limit: int | None, seed: int) -> list[Item]:

@@ -11,13 +11,13 @@ compared in constant time and never logged.
 from __future__ import annotations
 
 import hmac
-import json
+import ipaddress
 import os
 from pathlib import Path
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.errors import ConfigError, Unauthorized
+from gateway.errors import ConfigError, Unauthorized, render_error
 
 OPEN_PATHS = frozenset({"/health", "/ready", "/", "/favicon.ico"})
 OPEN_PREFIXES = ("/static/",)
@@ -34,6 +34,32 @@ def load_api_keys(*, env_var: str, file: str | None) -> list[str]:
     return keys
 
 
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 and "localhost"; any other name or address may be reachable from outside."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def exposure_check(*, host: str, keys: list[str], env_var: str, allow_unauthenticated: bool) -> str:
+    """Closed by default: the one line to log about authentication at startup, or ConfigError
+    when the gateway would serve a non-loopback address with no key and nobody opted out."""
+    if keys:
+        return f"auth is on: {len(keys)} API key(s); every route but the probes and the page needs one"
+    if is_loopback(host):
+        return f"auth is off: no API key configured ({env_var} / gateway.api_keys_file); listening on loopback only"
+    if allow_unauthenticated:
+        return f"WARNING: auth is off on {host} (gateway.allow_unauthenticated): anyone who reaches it can use it"
+    raise ConfigError(
+        f"gateway.host {host} is not a loopback address and no API key is configured: set {env_var} "
+        "(comma-separated keys) or gateway.api_keys_file (one key per line), or, to serve without "
+        "authentication on purpose, set gateway.allow_unauthenticated: true (server.py --allow-unauthenticated)"
+    )
+
+
 class ApiKeyMiddleware:
     def __init__(self, app: ASGIApp, *, keys: list[str]) -> None:
         self.app = app
@@ -47,15 +73,7 @@ class ApiKeyMiddleware:
             await self.app(scope, receive, send)
             return
         error = Unauthorized("Missing or invalid API key: send 'Authorization: Bearer <key>'.")
-        body = json.dumps(error.to_body()).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": error.status_code,
-                "headers": [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await render_error(error, scope)(scope, receive, send)
 
     @staticmethod
     def _is_open(path: str) -> bool:

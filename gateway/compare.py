@@ -1,10 +1,10 @@
 """Side by side: one chat request sent to several models at once, timed at the gateway.
 
-    comparer = Comparer(client, router)       # the proxy's upstream httpx client
+    comparer = Comparer(dispatcher, router)   # the data plane's dispatcher: same admission, retry, metrics
     plan = comparer.plan({"messages": [...], "max_tokens": 64}, models=["r1-tiny", "qwen-tiny"])
     async for event in comparer.stream(plan):  # events as below, then the summary
         ...
-    result = await comparer.complete(plan)     # {"seed": 42, "models": {"r1-tiny": {...}, "qwen-tiny": {...}}}
+    result = await comparer.complete(plan)     # {"id": "cmp_...", "seed": 42, "models": {"r1-tiny": {...}, ...}}
 
 Every model gets the same messages, parameters and seed (one is drawn when the request has
 none), then its own policy from the config (`apply_model_policy`: per-model sampling
@@ -21,14 +21,18 @@ Stream format (`POST /v1/compare` with `"stream": true`), one SSE event per `dat
     data: {"model": "qwen-tiny", "type": "content", "delta": "Paris"}         answer text
     data: {"model": "qwen-tiny", "type": "done", "finish_reason": "stop"}
     data: {"model": "nope", "type": "error", "status": 404, "error": {"message": ..., "type": ..., "code": ...}}
-    data: {"type": "summary", "seed": 42, "models": {"r1-tiny": {...}, "qwen-tiny": {...}}}
+    data: {"type": "summary", "id": "cmp_9f2c...", "seed": 42, "models": {"r1-tiny": {...}, "qwen-tiny": {...}}}
     data: [DONE]
+
+The `id` names the comparison: the server keeps what each model answered under it (see
+gateway/votes.py), and a vote refers to it instead of carrying answers of its own.
 
 Events of different models interleave as they arrive. Each model ends with exactly one
 `done` or `error` event; a failing model (engine down, 429, a parameter it rejects, unknown
-name) does not stop the others. The summary holds, per model, everything but the text:
-`model`, `requested`, `finish_reason`, `usage`, `timings`, `params`, `defaults_applied`,
-`system_prompt`, `status` and `error`. `timings` (seconds unless named otherwise):
+name, a bug) does not stop the others, and never ends as an empty success. The summary
+holds, per model, everything but the text: `model`, `requested`, `finish_reason`, `usage`,
+`timings`, `params`, `defaults_applied`, `system_prompt`, `status` and `error`.
+`timings` (seconds unless named otherwise):
 
     ttft_s                  request sent -> first token of any kind (reasoning or answer)
     time_to_answer_s        request sent -> first answer token (after the reasoning)
@@ -36,6 +40,9 @@ name) does not stop the others. The summary holds, per model, everything but the
     output_tokens_per_s     completion tokens / total_s (what a user waits for)
     tpot_ms                 (total_s - ttft_s) / (completion tokens - 1): the decode pace
 
+Each model's request goes through the gateway's dispatcher (gateway/dispatch.py), like any
+proxied request: the model's admission gate, a healthy replica with one retry on another, the
+request id forwarded, and a count in `gateway_engine_requests{route="/v1/compare"}`.
 Closing the stream (or cancelling `complete`) cancels every upstream request: each one's
 connection to its engine is closed, which makes vLLM abort the generation.
 """
@@ -46,24 +53,25 @@ import asyncio
 import json
 import secrets
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
-
-from gateway.admission import AdmissionGate
+from gateway.dispatch import Call, Dispatcher
 from gateway.errors import (
-    EngineUnavailable,
     GatewayError,
     InvalidRequest,
     UnknownModel,
     UpstreamError,
+    UpstreamTimeout,
+    as_gateway_error,
     error_body,
-    map_upstream_errors,
 )
 from gateway.request_policy import apply_model_policy
 from gateway.routing import ModelRoute, Router
+from gateway.streaming import sse_data
+
+ROUTE = "/v1/compare"
 
 Event = dict[str, Any]
 
@@ -142,28 +150,44 @@ class ModelRun:
 
 @dataclass
 class ComparePlan:
+    id: str
     seed: int
     runs: list[ModelRun]
+    messages: list[Any] = field(default_factory=list)
+    request_id: str | None = None
 
     def summary(self) -> Event:
-        return {"type": "summary", "seed": self.seed, "models": {run.model: run.summary() for run in self.runs}}
+        models = {run.model: run.summary() for run in self.runs}
+        return {"type": "summary", "id": self.id, "seed": self.seed, "models": models}
 
     def result(self) -> dict[str, Any]:
-        return {"seed": self.seed, "models": {run.model: run.result() for run in self.runs}}
+        return {"id": self.id, "seed": self.seed, "models": {run.model: run.result() for run in self.runs}}
+
+
+def new_comparison_id() -> str:
+    return "cmp_" + secrets.token_hex(12)
 
 
 class Comparer:
     def __init__(
-        self, client: httpx.AsyncClient, router: Router, gates: dict[str, AdmissionGate] | None = None
+        self,
+        dispatcher: Dispatcher,
+        router: Router,
+        *,
+        timeout_s: float = 1800,
+        on_finished: Callable[[ComparePlan], Awaitable[None]] | None = None,
     ) -> None:
-        self.client = client
+        self.dispatcher = dispatcher
         self.router = router
-        self.gates = gates or {}  # the proxy's admission gates: a comparison takes a slot per model
+        self.timeout_s = timeout_s  # per model, the whole answer
+        self.on_finished = on_finished  # e.g. keep what each model answered, for votes
 
     def default_models(self) -> list[str]:
         return [route.name for route in self.router.routes]
 
-    def plan(self, fields: dict[str, Any], *, models: list[str] | None = None) -> ComparePlan:
+    def plan(
+        self, fields: dict[str, Any], *, models: list[str] | None = None, request_id: str | None = None
+    ) -> ComparePlan:
         """Per-model upstream bodies for a chat request (`fields`: messages and sampling parameters)."""
         if not fields.get("messages"):
             raise InvalidRequest("A comparison needs 'messages' (or a 'prompt').", param="messages")
@@ -188,7 +212,7 @@ class Comparer:
                 run.body, run.defaults_applied = apply_model_policy(wanted, route.spec, chat=True)
                 run.system_prompt = route.spec.system_prompt if had_system else "none"
             runs.append(run)
-        return ComparePlan(seed, runs)
+        return ComparePlan(new_comparison_id(), seed, runs, list(fields["messages"]), request_id)
 
     async def stream(self, plan: ComparePlan) -> AsyncGenerator[Event, None]:
         """Events of all models as they arrive, then the summary. Closing this generator
@@ -197,7 +221,7 @@ class Comparer:
 
         async def pump(run: ModelRun) -> None:
             try:
-                async for event in self._generate(run):
+                async for event in self._generate(run, plan.request_id):
                     queue.put_nowait(event)
             finally:
                 queue.put_nowait(None)
@@ -211,6 +235,8 @@ class Comparer:
                     running -= 1
                 else:
                     yield event
+            if self.on_finished is not None:
+                await self.on_finished(plan)
             yield plan.summary()
         finally:
             # The client left, or we are done; a task still running holds an engine busy.
@@ -223,52 +249,46 @@ class Comparer:
             pass
         return plan.result()
 
-    async def _generate(self, run: ModelRun) -> AsyncIterator[Event]:
+    async def _generate(self, run: ModelRun, request_id: str | None) -> AsyncIterator[Event]:
         run.started = time.perf_counter()
         try:
             if run.route is None:
                 yield run.fail(UnknownModel(run.requested, self.router.available()))
                 return
-            async for event in self._relay(run, run.route):
-                yield event
-        except GatewayError as exc:
-            yield run.fail(exc)
+            async with asyncio.timeout(self.timeout_s):
+                async for event in self._send(run, run.route, request_id):
+                    yield event
+        except TimeoutError:
+            yield run.fail(UpstreamTimeout(f"Engine '{run.model}' did not finish within {self.timeout_s:g} s."))
+        except Exception as exc:  # a GatewayError, or a bug: either way this model's error
+            yield run.fail(as_gateway_error(exc, {"path": ROUTE, "state": {"request_id": request_id}}))
         finally:
             run.finished = time.perf_counter()
 
-    async def _relay(self, run: ModelRun, route: ModelRoute) -> AsyncIterator[Event]:
-        gate = self.gates.get(route.name)
-        slot = await gate.acquire() if gate else None  # Overloaded (429) is this model's error
+    async def _send(self, run: ModelRun, route: ModelRoute, request_id: str | None) -> AsyncIterator[Event]:
+        call = Call("/v1/chat/completions", json.dumps(run.body).encode(), route_label=ROUTE, request_id=request_id)
+        exchange = await self.dispatcher.open(route, call)  # Overloaded (429) etc. are this model's error
+        status: int | None = 499  # unless it ends below: cancelled, the client left
         try:
-            async for event in self._send(run, route):
-                yield event
-        finally:
-            if slot is not None:
-                slot.release()
-
-    async def _send(self, run: ModelRun, route: ModelRoute) -> AsyncIterator[Event]:
-        replica = route.choose()
-        if replica is None:
-            raise EngineUnavailable(f"No replica of '{route.name}' is available right now.", retry_after=5)
-        request = self.client.build_request("POST", f"{replica.url}/v1/chat/completions", json=run.body)
-        with replica.busy(), map_upstream_errors(route.name):
-            upstream = await self.client.send(request, stream=True)
-            try:
-                if upstream.status_code != 200:
-                    yield _engine_refusal(run, await upstream.aread(), upstream.status_code)
+            if exchange.status != 200:
+                status = exchange.status
+                yield _engine_refusal(run, await exchange.read(), exchange.status)
+                return
+            async for data in sse_data(exchange.response.chunks()):
+                if data == "[DONE]":
+                    break
+                for event in _events(run, _parse_chunk(data, route.name)):
+                    yield event
+                if run.error is not None:
+                    status = run.status
                     return
-                async for line in upstream.aiter_lines():
-                    if not line.startswith("data:"):
-                        continue
-                    data = line[len("data:") :].strip()
-                    if data == "[DONE]":
-                        break
-                    for event in _events(run, _parse_chunk(data, route.name)):
-                        yield event
-                    if run.error is not None:
-                        return
-            finally:
-                await upstream.aclose()  # on cancel too: the closed connection aborts the generation
+            status = 200
+            self.dispatcher.metrics.model(route.name).count_usage(run.usage)
+        except GatewayError as exc:
+            status = exc.status_code
+            raise
+        finally:
+            exchange.close(status)  # on cancel too: the closed connection aborts the generation
         yield {"model": run.model, "type": "done", "finish_reason": run.finish_reason}
 
 
@@ -289,7 +309,9 @@ def _events(run: ModelRun, chunk: dict[str, Any]) -> list[Event]:
         error = chunk["error"] if isinstance(chunk["error"], dict) else {"message": str(chunk["error"])}
         code = error.get("code")
         run.status = code if isinstance(code, int) and 400 <= code < 600 else 502
-        run.error = error_body(str(error.get("message", "")), str(error.get("type", "upstream_error")))["error"]
+        run.error = error_body(
+            str(error.get("message", "")), str(error.get("type", "upstream_error")), status=run.status
+        )["error"]
         return [{"model": run.model, "type": "error", "status": run.status, "error": run.error}]
     if isinstance(chunk.get("usage"), dict):
         run.usage = chunk["usage"]
@@ -327,5 +349,5 @@ def _engine_refusal(run: ModelRun, content: bytes, status: int) -> Event:
     else:
         message, kind = content.decode(errors="replace")[:500] or f"HTTP {status}", "upstream_error"
     run.status = status
-    run.error = error_body(message, kind, code=status)["error"]
+    run.error = error_body(message, kind, status=status)["error"]
     return {"model": run.model, "type": "error", "status": status, "error": run.error}

@@ -1,33 +1,39 @@
 """HTTP face of the side-by-side comparison: the page at `/`, `/v1/compare` and its votes.
 
-    app.include_router(compare_router(lambda: services.compare, lambda: services.votes, anonymous=True))
+    app.include_router(compare_router(lambda: s.compare, lambda: s.votes, anonymous=True, tallies=lambda: s.tallies))
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     POST /v1/compare           {"prompt": "Why is the sky blue?", "max_tokens": 256, "stream": true}
-    POST /v1/compare/votes     {"prompt": ..., "left": {"model": "r1-tiny", "answer": ...}, "right": ..., "vote": "tie"}
-    GET  /v1/compare/votes     tally per model pair: wins, ties, both bad, win rates with 95% intervals
+    POST /v1/compare/votes     {"comparison_id": "cmp_...", "left": "r1-tiny", "right": "qwen-tiny", "vote": "tie"}
+    GET  /v1/compare/votes     tally per model pair: wins, ties, both bad, win rates with 95% intervals,
+                               and the length-controlled win rate (gateway/tally.py)
     GET  /v1/compare/settings  what the page needs to start: default models, anonymous mode
 
 The logic lives in `gateway.compare` (fan-out, SSE parsing, timings; its docstring has the
-stream format) and `gateway.votes` (SQLite store, Wilson intervals); this module only
-validates and renders.
+stream format) and `gateway.votes` (the comparisons the server ran, votes on them, Wilson
+intervals); this module only validates and renders. Bodies are parsed strictly (NaN, Infinity
+and lone surrogates are a 400, as on the data plane).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import FileResponse, Response
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from gateway.compare import Comparer, Event
-from gateway.errors import InvalidRequest
-from gateway.proxy import unless_disconnected
-from gateway.votes import PairTally, Side, Vote, VoteStore
+from gateway.access_log import request_state
+from gateway.compare import ComparePlan, Comparer, Event
+from gateway.request_guard import require_json
+from gateway.request_policy import parse_json
+from gateway.streaming import DONE, EventStreamResponse, unless_disconnected
+from gateway.tally import Tallies, TallyResponse
+from gateway.votes import ComparisonRecord, Outcome, VoteStore
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
@@ -108,61 +114,25 @@ class ModelResult(BaseModel):
 
 class CompareResponse(BaseModel):
     object: Literal["compare"] = "compare"
+    id: str = Field(description="the comparison's id: a vote on it names this id")
     seed: int
     models: dict[str, ModelResult]
 
 
-class VoteSide(BaseModel):
-    model: str
-    answer: str = ""
-    reasoning: str = ""
-    timings: dict[str, Any] = Field(default_factory=dict)
-
-
 class VoteRequest(BaseModel):
-    prompt: str
-    left: VoteSide
-    right: VoteSide
+    """A vote on a comparison the server ran: its id and the two models the judge saw."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    comparison_id: str = Field(min_length=1, max_length=64, description="the `id` of a /v1/compare result")
+    left: str = Field(min_length=1, max_length=256, description="the model shown on the left (name or alias)")
+    right: str = Field(min_length=1, max_length=256, description="the model shown on the right")
     vote: Literal["left", "right", "tie", "both_bad"]
-    params: dict[str, Any] = Field(default_factory=dict)
-    anonymous: bool = False
-
-
-class WinRate(BaseModel):
-    rate: float
-    low: float
-    high: float
-
-
-class PairResult(BaseModel):
-    models: tuple[str, str]
-    votes: int
-    wins: dict[str, int]
-    ties: int
-    both_bad: int
-    win_rate: dict[str, WinRate] = Field(description="wins / all votes of the pair, with a 95% Wilson interval")
-
-    @classmethod
-    def of(cls, tally: PairTally) -> PairResult:
-        rates = {m: WinRate(rate=i.rate, low=i.low, high=i.high) for m, i in tally.win_rates().items()}
-        return cls(
-            models=tally.models,
-            votes=tally.votes,
-            wins=tally.wins,
-            ties=tally.ties,
-            both_bad=tally.both_bad,
-            win_rate=rates,
-        )
-
-
-class TallyResponse(BaseModel):
-    object: Literal["compare.tally"] = "compare.tally"
-    total_votes: int
-    pairs: list[PairResult]
+    anonymous: bool = Field(default=False, description="the judge did not see the model names")
 
 
 class VoteResponse(BaseModel):
-    id: int
+    comparison_id: str
     left: str = Field(description="the model that was on the left (revealed after an anonymous vote)")
     right: str
     vote: str
@@ -174,9 +144,31 @@ class Settings(BaseModel):
     models: list[str]
 
 
-def compare_router(comparer: Callable[[], Comparer], votes: Callable[[], VoteStore], *, anonymous: bool) -> APIRouter:
-    """Routes for the page and the API; `comparer` and `votes` return the app's live services."""
-    router = APIRouter()
+class StrictJsonRoute(APIRoute):
+    """A route whose JSON body is parsed strictly before FastAPI validates it: NaN, Infinity and
+    lone surrogates are a 400 (Starlette's `request.json()` would accept them and pass them on)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def strict(request: Request) -> Response:
+            if request.method in ("POST", "PUT", "PATCH"):
+                require_json(request.scope)
+                parse_json(await request.body())  # cached: FastAPI reads the same body next
+            return await handler(request)
+
+        return strict
+
+
+def compare_router(
+    comparer: Callable[[], Comparer],
+    votes: Callable[[], VoteStore],
+    *,
+    anonymous: bool,
+    tallies: Callable[[], Tallies],
+) -> APIRouter:
+    """Routes for the page and the API; `comparer`, `votes` and `tallies` return the app's live services."""
+    router = APIRouter(route_class=StrictJsonRoute)
 
     @router.get("/", include_in_schema=False)
     async def page() -> FileResponse:
@@ -188,49 +180,64 @@ def compare_router(comparer: Callable[[], Comparer], votes: Callable[[], VoteSto
 
     @router.post("/v1/compare", response_model=CompareResponse)
     async def compare(body: CompareRequest, request: Request) -> Any:
-        plan = comparer().plan(body.upstream_fields(), models=body.models)
+        request_id = request_state(request.scope).get("request_id")
+        plan = comparer().plan(body.upstream_fields(), models=body.models, request_id=request_id)
         if body.stream:
-            return StreamingResponse(
-                _sse(comparer().stream(plan)),
-                media_type="text/event-stream",
-                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-            )
+            return EventStreamResponse(CompareStream(comparer().stream(plan)))
         return await unless_disconnected(request.receive, comparer().complete(plan))
 
     @router.post("/v1/compare/votes")
     def add_vote(body: VoteRequest) -> VoteResponse:  # sync: FastAPI runs it in a thread, off the event loop
-        left, right = (comparer().router.resolve(side.model).name for side in (body.left, body.right))
-        if left == right:
-            raise InvalidRequest("A vote compares two different models.", param="right")
-        vote = Vote(
-            prompt=body.prompt,
-            left=Side(left, body.left.answer, body.left.reasoning, body.left.timings),
-            right=Side(right, body.right.answer, body.right.reasoning, body.right.timings),
-            outcome=body.vote,
-            params=body.params,
-            anonymous=body.anonymous,
+        left, right = (comparer().router.resolve(name).name for name in (body.left, body.right))
+        receipt = votes().add_vote(
+            body.comparison_id, left=left, right=right, outcome=body.vote, anonymous=body.anonymous
         )
-        vote_id = votes().add(vote)
-        return VoteResponse(id=vote_id, left=left, right=right, vote=body.vote, tally=_tally(votes()))
+        return VoteResponse(
+            comparison_id=receipt.comparison_id, left=left, right=right, vote=body.vote, tally=_tally(tallies())
+        )
 
     @router.get("/v1/compare/votes")
     def tally() -> TallyResponse:
-        return _tally(votes())
+        return _tally(tallies())
 
     return router
 
 
-def _tally(store: VoteStore) -> TallyResponse:
-    pairs = [PairResult.of(t) for t in store.tally()]
-    return TallyResponse(total_votes=sum(p.votes for p in pairs), pairs=pairs)
+def record_of(plan: ComparePlan) -> ComparisonRecord:
+    """What the server keeps of a comparison it ran, for the vote on it."""
+    models = {}
+    for run in plan.runs:
+        answer = "".join(run.content)
+        models[run.model] = Outcome(
+            status=run.status,
+            answer=answer,
+            reasoning="".join(run.reasoning),
+            answer_chars=len(answer),
+            finish_reason=run.finish_reason,
+            usage=run.usage,
+            timings=run.timings(),
+            error=run.error,
+        )
+    params = {k: v for k, v in (plan.runs[0].params if plan.runs else {}).items() if k != "seed"}
+    return ComparisonRecord(
+        id=plan.id, source="compare", models=models, prompt=plan.messages, params=params | {"seed": plan.seed}
+    )
 
 
-async def _sse(events: AsyncGenerator[Event, None]) -> AsyncIterator[bytes]:
-    try:
-        async for event in events:
-            yield f"data: {json.dumps(event, ensure_ascii=False)}\n\n".encode()
-        yield b"data: [DONE]\n\n"
-    finally:
-        # Starlette cancels this generator when the client disconnects; closing the inner one
-        # is what cancels the upstream requests.
-        await events.aclose()
+def _tally(tallies: Tallies) -> TallyResponse:
+    return tallies.tally("compare", object_name="compare.tally")
+
+
+class CompareStream:
+    """A comparison's events as SSE, for EventStreamResponse; closing it cancels the engine requests."""
+
+    def __init__(self, events: AsyncGenerator[Event, None]) -> None:
+        self._events = events
+
+    async def events(self) -> AsyncIterator[bytes]:
+        async for event in self._events:
+            yield b"data: " + json.dumps(event, ensure_ascii=False, allow_nan=False).encode() + b"\n\n"
+        yield DONE
+
+    async def close(self, status: int) -> None:
+        await self._events.aclose()  # runs Comparer.stream's cleanup: the engine requests are cancelled

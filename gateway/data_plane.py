@@ -1,71 +1,75 @@
-"""The OpenAI inference routes, served as plain ASGI in front of FastAPI's router.
+"""The engine routes the gateway forwards, served as plain ASGI in front of FastAPI's router.
 
-    app.add_middleware(DataPlane, proxy=lambda: services.proxy, metrics=metrics)
+    app.add_middleware(DataPlane, proxy=lambda: services.proxy)
 
-`POST /v1/chat/completions` and `POST /v1/completions` are every request the gateway exists
-for, so they skip what FastAPI and Starlette add per request (route matching over every route,
-two exception-handling wrappers, dependency solving): about a quarter of the gateway's time
-per proxied request (py-spy, results/bench/gateway). Everything else (probes, status, metrics,
-the compare page and API) goes through FastAPI as usual. The middlewares outside this one
-(access log, API keys) apply to both.
-
-Errors are rendered exactly as FastAPI's handlers render them (`gateway_error_response`).
+Every model-routed route vLLM's OpenAI server has goes through here: `POST /v1/chat/completions`,
+`/v1/completions`, `/v1/chat/completions/batch`, `/v1/responses` (with `GET /v1/responses/{id}`
+and `POST /v1/responses/{id}/cancel`), the Anthropic-style `/v1/messages` and
+`/v1/messages/count_tokens`, `/tokenize` and `/detokenize`. They are every request the gateway
+exists for, so they skip what FastAPI and Starlette add per request (route matching over every
+route, two exception-handling wrappers, dependency solving): about a quarter of the gateway's
+time per proxied request (py-spy, results/bench/gateway). Everything else (probes, status,
+metrics, the compare page and API) goes through FastAPI. The middlewares outside this one
+(request log, API keys, request guard) apply to both; errors are rendered by the one renderer.
 """
 
 from __future__ import annotations
 
-import logging
+import re
 from collections.abc import Callable
 
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.access_log import request_state
-from gateway.errors import GatewayError, InvalidRequest, error_body
-from gateway.metrics import GatewayMetrics
-from gateway.proxy import ClientDisconnected, Proxy
+from gateway.errors import MethodNotAllowed, render_error
+from gateway.proxy import RESPONSES_PATH, Proxy
+from gateway.request_guard import require_json
+from gateway.request_policy import API_BY_PATH
 
-ROUTES = {"/v1/chat/completions": True, "/v1/completions": False}  # path -> is it the chat API
-
-logger = logging.getLogger("gateway")
-
-
-class MethodNotAllowed(InvalidRequest):
-    status_code = 405
+_RESPONSE_OBJECT = re.compile(r"^/v1/responses/([A-Za-z0-9_.:-]{1,256})(/cancel)?$")
 
 
-def gateway_error_response(exc: GatewayError, scope: Scope, metrics: GatewayMetrics) -> JSONResponse:
-    """A GatewayError as the OpenAI error envelope, counted in the request metrics."""
-    state = request_state(scope)
-    state["error"] = exc.error_type
-    metrics.requests.labels(state.get("model", "unknown"), scope["path"], str(exc.status_code)).inc()
-    return JSONResponse(exc.to_body(), status_code=exc.status_code, headers=exc.headers())
+def route_label(path: str) -> str | None:
+    """The route template a data-plane path belongs to, or None if it is not one."""
+    if path in API_BY_PATH:
+        return path
+    match = _RESPONSE_OBJECT.match(path)
+    if match:
+        return RESPONSES_PATH + "/{response_id}" + (match.group(2) or "")
+    return None
 
 
 class DataPlane:
-    def __init__(self, app: ASGIApp, *, proxy: Callable[[], Proxy], metrics: GatewayMetrics) -> None:
+    def __init__(self, app: ASGIApp, *, proxy: Callable[[], Proxy]) -> None:
         self.app = app
         self.proxy = proxy
-        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        chat = ROUTES.get(scope["path"]) if scope["type"] == "http" else None
-        if chat is None:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        path = scope["path"]
+        api = API_BY_PATH.get(path)
+        match = None if api is not None else _RESPONSE_OBJECT.match(path)
+        if api is None and match is None:
+            await self.app(scope, receive, send)
+            return
+        state = request_state(scope)
+        state["route"], state["model"] = route_label(path), "unknown"  # until the body names one
+        method = scope["method"]
         try:
-            if scope["method"] != "POST":
-                raise MethodNotAllowed(f"{scope['method']} is not allowed on {scope['path']}; use POST.")
-            response = await self.proxy().forward(Request(scope, receive), path=scope["path"], chat=chat)
-        except GatewayError as exc:
-            response = gateway_error_response(exc, scope, self.metrics)
-            if isinstance(exc, MethodNotAllowed):
-                response.headers["Allow"] = "POST"
-        except ClientDisconnected:
-            response = Response(status_code=499)  # nginx's "client closed request"; nobody reads it
+            if api is not None:
+                if method != "POST":
+                    raise MethodNotAllowed(method, path, ("POST",))
+                require_json(scope)
+                response = await self.proxy().forward(scope, receive, api)
+            else:
+                assert match is not None
+                cancel = match.group(2) or ""
+                allowed = ("POST",) if cancel else ("GET",)
+                if method not in allowed:
+                    raise MethodNotAllowed(method, path, allowed)
+                response = await self.proxy().forward_object(scope, receive, match.group(1), cancel)
         except Exception as exc:
-            logger.exception("unexpected error on %s", scope["path"])
-            message = f"Internal gateway error ({type(exc).__name__})."
-            response = JSONResponse(error_body(message, "internal_error", code=500), status_code=500)
+            response = render_error(exc, scope)
         await response(scope, receive, send)

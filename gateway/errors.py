@@ -1,28 +1,45 @@
-"""One error hierarchy for the gateway, rendered as the OpenAI error envelope.
+"""Every error the gateway raises, and the one place that renders them.
 
-    GatewayError                      (500, never raised on purpose)
-    ├── InvalidRequest                400  malformed JSON, missing/ill-typed fields
-    ├── Unauthorized                  401
+    GatewayError                      500  a bug: logged with its request id, never raised on purpose
+    ├── InvalidRequest                400  malformed JSON, missing/ill-typed fields, a limit exceeded
+    ├── Unauthorized                  401  carries WWW-Authenticate
+    ├── NotFound                      404  no such route, pair or comparison
     ├── UnknownModel                  404  names the models that do exist
+    ├── MethodNotAllowed              405  carries Allow
+    ├── Conflict                      409  e.g. a second vote on one comparison
     ├── PayloadTooLarge               413
     ├── Overloaded                    429  carries Retry-After
     ├── UpstreamError                 502  engine answered garbage or reset the connection
     ├── EngineUnavailable             503  engine down or not ready; carries Retry-After
+    ├── ShuttingDown                  503  the gateway is draining before it stops; carries Retry-After
     └── UpstreamTimeout               504
 
-Transport errors become gateway errors in one place per HTTP client: `map_upstream_errors`
-for httpx (control plane, compare), gateway/upstream.py for aiohttp (the proxied requests).
-Configuration problems are a separate tree (`ConfigError`),
-raised before anything starts.
+    ClientDisconnected                the client left: nobody is there to answer (logged as 499)
+
+`render_error(exc, scope)` turns any exception into the response the client gets: the OpenAI
+error envelope `{"error": {"message", "type", "param", "code"}}` with the matching status, where
+`code` is always the HTTP status as an integer, as vLLM's own errors carry it (so an engine's
+error passed through and the gateway's own look alike). Anything that is not a GatewayError is
+a bug: it is logged with its request id and rendered as a 500 without internals.
+
+Transport errors become gateway errors in one place per HTTP client: `map_httpx_errors` here
+(control plane and injected test transports), gateway/upstream.py for aiohttp (the data path).
+Configuration problems are a separate tree (`ConfigError`), raised before anything starts.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
+from starlette.responses import Response
+from starlette.types import Scope
+
+logger = logging.getLogger("gateway")
 
 
 class GatewayError(Exception):
@@ -34,22 +51,22 @@ class GatewayError(Exception):
         message: str,
         *,
         param: str | None = None,
-        code: str | None = None,
         retry_after: float | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
-        self.code = code
         self.retry_after = retry_after
+        self._headers = headers or {}
 
     def to_body(self) -> dict[str, Any]:
-        return error_body(self.message, self.error_type, param=self.param, code=self.code)
+        return error_body(self.message, self.error_type, status=self.status_code, param=self.param)
 
     def headers(self) -> dict[str, str]:
         if self.retry_after is None:
-            return {}
-        return {"Retry-After": str(max(1, round(self.retry_after)))}
+            return dict(self._headers)
+        return {**self._headers, "Retry-After": str(max(1, round(self.retry_after)))}
 
 
 class InvalidRequest(GatewayError):
@@ -61,6 +78,14 @@ class Unauthorized(GatewayError):
     status_code = 401
     error_type = "authentication_error"
 
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
+
+
+class NotFound(GatewayError):
+    status_code = 404
+    error_type = "not_found_error"
+
 
 class UnknownModel(GatewayError):
     status_code = 404
@@ -68,10 +93,23 @@ class UnknownModel(GatewayError):
 
     def __init__(self, model: str, available: list[str]) -> None:
         super().__init__(
-            f"The model '{model}' does not exist. Available models: {', '.join(available)}.",
-            param="model",
-            code="model_not_found",
+            f"The model '{model}' does not exist. Available models: {', '.join(available)}.", param="model"
         )
+
+
+class MethodNotAllowed(GatewayError):
+    status_code = 405
+    error_type = "invalid_request_error"
+
+    def __init__(self, method: str, path: str, allowed: tuple[str, ...]) -> None:
+        super().__init__(
+            f"{method} is not allowed on {path}; use {' or '.join(allowed)}.", headers={"Allow": ", ".join(allowed)}
+        )
+
+
+class Conflict(GatewayError):
+    status_code = 409
+    error_type = "invalid_request_error"
 
 
 class PayloadTooLarge(GatewayError):
@@ -94,9 +132,18 @@ class EngineUnavailable(GatewayError):
     error_type = "engine_unavailable"
 
 
+class ShuttingDown(GatewayError):
+    status_code = 503
+    error_type = "service_unavailable"
+
+
 class UpstreamTimeout(GatewayError):
     status_code = 504
     error_type = "timeout_error"
+
+
+class ClientDisconnected(Exception):
+    """The client went away before the answer was ready."""
 
 
 class ConfigError(Exception):
@@ -107,15 +154,49 @@ class EngineStartupError(Exception):
     """An engine died or missed its deadline while starting; carries its log tail."""
 
 
-def error_body(
-    message: str, error_type: str, *, param: str | None = None, code: str | int | None = None
-) -> dict[str, Any]:
-    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+def error_body(message: str, error_type: str, *, status: int, param: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": error_type, "param": param, "code": status}}
+
+
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for "the client left"; nobody reads it, the logs do
+
+
+def as_gateway_error(exc: BaseException, scope: Scope) -> GatewayError:
+    """The GatewayError a client gets for `exc`; anything unexpected is logged as the bug it is."""
+    if isinstance(exc, GatewayError):
+        return exc
+    request_id = scope.get("state", {}).get("request_id", "-")
+    logger.error(
+        "internal error on %s %s (request id %s)", scope.get("method"), scope.get("path"), request_id, exc_info=exc
+    )
+    return GatewayError(f"Internal gateway error ({type(exc).__name__}); request id {request_id}.")
+
+
+def render_error(exc: BaseException, scope: Scope) -> Response:
+    """The one renderer: the response for any exception raised while serving `scope`."""
+    state: dict[str, Any] = scope.setdefault("state", {})
+    if isinstance(exc, ClientDisconnected):
+        state["status"] = CLIENT_CLOSED_REQUEST
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
+    error = as_gateway_error(exc, scope)
+    state["error"] = error.error_type
+    state["status"] = error.status_code
+    return Response(
+        json.dumps(error.to_body()).encode(),
+        status_code=error.status_code,
+        headers=error.headers(),
+        media_type="application/json",
+    )
+
+
+def sse_error_event(exc: GatewayError) -> bytes:
+    """A failure after a stream's headers were sent: reported in-band, as vLLM does."""
+    return b"data: " + json.dumps(exc.to_body()).encode() + b"\n\n"
 
 
 @contextlib.contextmanager
-def map_upstream_errors(engine: str) -> Iterator[None]:
-    """Translate transport failures talking to `engine` into gateway errors."""
+def map_httpx_errors(engine: str) -> Iterator[None]:
+    """Translate httpx transport failures talking to `engine` into gateway errors."""
     try:
         yield
     except httpx.ConnectError as exc:

@@ -1,25 +1,27 @@
-"""Background health checks of every replica, and restarts of local engines that died.
+"""Background health checks of every replica, for routing and for `/ready`.
 
-    monitor = HealthMonitor(client, router, metrics, supervisor, spec)
+    monitor = HealthMonitor(client, router, metrics, spec)
+    await monitor.check_once()                      # before serving
     task = asyncio.create_task(monitor.run())      # in the app's lifespan
+    monitor.ready                                  # cached: every replica passed its last check
 
-A replica that fails its check stops receiving requests until it passes again; a local
-engine that exited is restarted by the supervisor with exponential backoff.
+A replica that fails its check stops receiving requests until it passes again. Restarting
+local engines that die or hang is the supervisor's job (its own thread: gateway/supervisor.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 
 import httpx
 
 from gateway.config import GatewaySpec
 from gateway.metrics import GatewayMetrics
 from gateway.routing import Replica, Router
-from gateway.supervisor import EngineSupervisor
 
 PROBE_TIMEOUT_S = 2.0
+logger = logging.getLogger("gateway.health")
 
 
 async def probe(client: httpx.AsyncClient, replica: Replica) -> bool:
@@ -34,34 +36,30 @@ async def probe(client: httpx.AsyncClient, replica: Replica) -> bool:
 
 
 class HealthMonitor:
-    def __init__(
-        self,
-        client: httpx.AsyncClient,
-        router: Router,
-        metrics: GatewayMetrics,
-        supervisor: EngineSupervisor | None,
-        spec: GatewaySpec,
-    ) -> None:
+    def __init__(self, client: httpx.AsyncClient, router: Router, metrics: GatewayMetrics, spec: GatewaySpec) -> None:
         self.client = client
         self.router = router
         self.metrics = metrics
-        self.supervisor = supervisor
         self.spec = spec
+
+    @property
+    def ready(self) -> bool:
+        """Every model has a replica taking requests and every such replica passed its last check
+        (no probe: the cached result). Draining replicas (gone from discovery) do not count."""
+        return all(route.routable and all(r.healthy for r in route.routable) for route in self.router.routes)
 
     async def check_once(self) -> None:
         pairs = [(route, replica) for route in self.router.routes for replica in route.replicas]
         results = await asyncio.gather(*(probe(self.client, replica) for _, replica in pairs))
         for (route, replica), healthy in zip(pairs, results, strict=True):
+            if replica.removed:  # left the route (discovery) while it was probed: no series for it
+                continue
             self.metrics.engine_up.labels(route.name, replica.url).set(1 if healthy else 0)
-            if healthy and self.supervisor is not None:
-                self.supervisor.mark_healthy(route.name, replica.url)
-        if self.supervisor is not None:
-            self.supervisor.poll()
-            if self.spec.restart_engines:
-                self.supervisor.tend(max_backoff_s=self.spec.max_restart_backoff_s)
 
     async def run(self) -> None:
         while True:
-            with contextlib.suppress(Exception):  # a monitoring hiccup must never stop monitoring
+            try:
                 await self.check_once()
+            except Exception:  # a monitoring hiccup must never stop monitoring; say what it was
+                logger.exception("health check round failed; next one in %.0f s", self.spec.health_interval_s)
             await asyncio.sleep(self.spec.health_interval_s)

@@ -1,12 +1,23 @@
 """Prometheus metrics of one gateway app, in its own registry (no process-global state).
 
-metrics = GatewayMetrics()
-metrics.requests.labels(model="r1-tiny", route="/v1/chat/completions", status="200").inc()
-body, content_type = metrics.render()
+    metrics = GatewayMetrics()
+    metrics.count_request(model="r1-tiny", route="/v1/chat/completions", status=200)   # once per HTTP request
+    m = metrics.model("r1-tiny")          # per-model children, looked up once
+    m.engine_request("/v1/compare", 200)  # once per request sent to an engine (data plane, compare, mirror)
+    m.count_usage({"prompt_tokens": 5, "completion_tokens": 3})
+    arm = metrics.arm("assistant", "r1-tiny", "candidate")   # per arm of a public traffic name, bound once
+    arm.ttft.observe(0.12)
+    body, content_type = metrics.render()
+
+Two request counters: `gateway_requests` counts what clients asked of the gateway (every known
+route, errors included, counted once by the request-log middleware); `gateway_engine_requests`
+counts what the gateway asked of the engines, per model, whichever route it came from (a
+comparison of two models is one of the former and two of the latter).
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from functools import cache
 
@@ -69,9 +80,79 @@ class GatewayMetrics:
             "gateway_engine_up", "1 if the replica passed its last health check", ["model", "url"], registry=r
         )
         self.engine_restarts = Gauge("gateway_engine_restarts", "Restarts of a local engine", ["model"], registry=r)
+        self.engine_failed = Gauge(
+            "gateway_engine_failed",
+            "1 once a local engine hit its restart cap and is no longer restarted",
+            ["model"],
+            registry=r,
+        )
         self.retries = Counter("gateway_upstream_retries", "Requests retried on another replica", ["model"], registry=r)
+        self.routing_decisions = Counter(
+            "gateway_routing_decisions",
+            "Replica choices by the model's routing policy, by reason (gateway/policies.py)",
+            ["model", "reason"],
+            registry=r,
+        )
+        self.replicas = Gauge(
+            "gateway_replicas", "Replicas taking new requests (discovered ones included)", ["model"], registry=r
+        )
+        self.discovery_failures = Counter(
+            "gateway_discovery_failures",
+            "DNS lookups of a model's endpoints that failed or found nothing (the last addresses are kept)",
+            ["model"],
+            registry=r,
+        )
+        self.engine_requests = Counter(
+            "gateway_engine_requests",
+            "Requests sent to an engine, by model, the gateway route they came from and their outcome",
+            ["model", "route", "status"],
+            registry=r,
+        )
+        # Public traffic names (gateway/traffic.py): per arm of the canary, and the mirror.
+        arm_labels = ["name", "model", "arm"]
+        self.traffic_requests = Counter(
+            "gateway_traffic_requests",
+            "Requests to a public traffic name, by the model and arm that answered",
+            arm_labels,
+            registry=r,
+        )
+        self.traffic_errors = Counter(
+            "gateway_traffic_errors",
+            "Of those, the ones that ended in an error (status != 200)",
+            arm_labels,
+            registry=r,
+        )
+        self.traffic_ttft = Histogram(
+            "gateway_traffic_time_to_first_token_seconds",
+            "Time to first token (streaming), per arm",
+            arm_labels,
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.traffic_itl = Histogram(
+            "gateway_traffic_inter_token_latency_seconds",
+            "Time between streamed chunks, per arm",
+            arm_labels,
+            buckets=_ITL_BUCKETS,
+            registry=r,
+        )
+        self.traffic_tokens = Counter(
+            "gateway_traffic_tokens",
+            "Tokens (engine usage) per arm; kind is prompt or completion",
+            [*arm_labels, "kind"],
+            registry=r,
+        )
+        self.mirror_copies = Counter(
+            "gateway_mirror_copies",
+            "Mirror copies by outcome: sent, saved (a pair recorded), failed, cancelled (the client left),"
+            " dropped_candidate_full, dropped_mirror_limit",
+            ["name", "model", "outcome"],
+            registry=r,
+        )
+        self._request_children: dict[tuple[str, str, int], Counter] = {}
 
         self.model = cache(self._model)  # one set of labelled children per model, looked up once
+        self.arm = cache(self._arm)  # and per (public name, model, arm)
 
     def _model(self, name: str) -> ModelMetrics:
         return ModelMetrics(
@@ -84,9 +165,33 @@ class GatewayMetrics:
             rejected=self.rejected.labels(name),
             overhead=self.overhead.labels(name),
             retries=self.retries.labels(name),
-            _requests=self.requests,
+            _engine_requests=self.engine_requests,
+            _routing_decisions=self.routing_decisions,
             _name=name,
         )
+
+    def _arm(self, name: str, model: str, arm: str) -> ArmMetrics:
+        labels = (name, model, arm)
+        return ArmMetrics(
+            requests=self.traffic_requests.labels(*labels),
+            errors=self.traffic_errors.labels(*labels),
+            ttft=self.traffic_ttft.labels(*labels),
+            itl=self.traffic_itl.labels(*labels),
+            prompt_tokens=self.traffic_tokens.labels(*labels, "prompt"),
+            completion_tokens=self.traffic_tokens.labels(*labels, "completion"),
+        )
+
+    def forget_replica(self, model: str, url: str) -> None:
+        """Drop the series of a replica that left (discovery), so /metrics shows the current set."""
+        with contextlib.suppress(KeyError):
+            self.engine_up.remove(model, url)
+
+    def count_request(self, *, model: str, route: str, status: int) -> None:
+        key = (model, route, status)
+        counter = self._request_children.get(key)
+        if counter is None:
+            counter = self._request_children[key] = self.requests.labels(model, route, str(status))
+        counter.inc()
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
@@ -106,14 +211,51 @@ class ModelMetrics:
     rejected: Counter
     overhead: Histogram
     retries: Counter
-    _requests: Counter
+    _engine_requests: Counter
+    _routing_decisions: Counter
     _name: str
 
     def __post_init__(self) -> None:
         self._by_route_status: dict[tuple[str, int], Counter] = {}
+        self._by_reason: dict[str, Counter] = {}
 
-    def request(self, route: str, status: int) -> None:
+    def routed(self, reason: str) -> None:
+        """The routing policy chose a replica for this reason (gateway/policies.py)."""
+        counter = self._by_reason.get(reason)
+        if counter is None:
+            counter = self._by_reason[reason] = self._routing_decisions.labels(self._name, reason)
+        counter.inc()
+
+    def engine_request(self, route: str, status: int) -> None:
+        """One request to an engine ended with `status` (499: the client left; 5xx: it failed)."""
         counter = self._by_route_status.get((route, status))
         if counter is None:
-            counter = self._by_route_status[(route, status)] = self._requests.labels(self._name, route, str(status))
+            counter = self._by_route_status[(route, status)] = self._engine_requests.labels(
+                self._name, route, str(status)
+            )
         counter.inc()
+
+    def count_usage(self, usage: object) -> tuple[int, int] | None:
+        """Record an engine's `usage` object (OpenAI's prompt/completion_tokens or the Responses
+        and Anthropic APIs' input/output_tokens); returns (prompt, completion) when there was one."""
+        if not isinstance(usage, dict):
+            return None
+        prompt = usage.get("prompt_tokens", usage.get("input_tokens")) or 0
+        completion = usage.get("completion_tokens", usage.get("output_tokens")) or 0
+        if not isinstance(prompt, int) or not isinstance(completion, int):
+            return None
+        self.prompt_tokens.inc(prompt)
+        self.completion_tokens.inc(completion)
+        return prompt, completion
+
+
+@dataclass(frozen=True)
+class ArmMetrics:
+    """The children of one arm of a public traffic name, bound once (see ModelMetrics)."""
+
+    requests: Counter
+    errors: Counter
+    ttft: Histogram
+    itl: Histogram
+    prompt_tokens: Counter
+    completion_tokens: Counter

@@ -1,356 +1,265 @@
-"""Forward OpenAI requests to an engine replica; streams pass through event by event.
+"""Forward a client's request to an engine replica and relay the answer.
 
-    proxy = Proxy(client, router, gates, metrics, gateway_spec)
-    response = await proxy.forward(request, path="/v1/chat/completions", chat=True)
+    proxy = Proxy(dispatcher, router, metrics, gateway_spec)
+    response = await proxy.forward(scope, receive, API_BY_PATH["/v1/chat/completions"])
+    response = await proxy.forward_object(scope, receive, "resp_123", "/cancel")   # /v1/responses/{id}/cancel
 
-What happens to a request, in order: body read with a size limit (413) and checked (400);
-model resolved (404); per-model defaults applied; admission (429 when full); a healthy
-replica chosen (503 when none) with one retry on another replica if the connection could not
-be made; the engine's answer passed through (its own 4xx included) with timing and usage
-recorded. A client that disconnects cancels the upstream request, which makes vLLM abort the
-generation. A stream that breaks or times out ends with a final SSE error event.
+What happens to a request, in order: body read (the request guard has already refused one over
+the size limit) and checked (400); model resolved (404); the model's limits checked and its
+policy applied (gateway/request_policy.py); admission (429 when full); a healthy replica chosen
+and the request sent, with one retry on another replica if it could not be reached
+(gateway/dispatch.py); the engine's answer passed through (its own 4xx included) with timing and
+usage recorded. A client that disconnects cancels the upstream request, which makes vLLM abort
+the generation. A stream that breaks or times out ends with an in-band error event.
+
+Responses created through `/v1/responses` live on the replica that made them, so the gateway
+remembers which one (a bounded map) and sends `GET /v1/responses/{id}` and `.../cancel` there;
+an id it does not know (made before a restart, or through another gateway replica) is asked of
+each replica in turn.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import collections
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
-from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Receive, Scope
 
 from gateway.access_log import request_state
-from gateway.admission import AdmissionGate, Slot
 from gateway.config import GatewaySpec
-from gateway.errors import (
-    EngineUnavailable,
-    GatewayError,
-    PayloadTooLarge,
-    UpstreamTimeout,
-    error_body,
-)
-from gateway.metrics import GatewayMetrics, ModelMetrics
-from gateway.request_policy import apply_model_policy, parse_body
-from gateway.routing import ModelRoute, Replica, Router
-from gateway.upstream import Upstream, UpstreamResponse
+from gateway.dispatch import Call, Dispatcher, Exchange
+from gateway.errors import CLIENT_CLOSED_REQUEST, ClientDisconnected, GatewayError, NotFound, UpstreamTimeout
+from gateway.metrics import GatewayMetrics
+from gateway.request_policy import EngineApi, parse_body, shape_request
+from gateway.routing import ModelRoute, Router
+from gateway.routing_hints import routing_hints
+from gateway.streaming import EventStreamResponse, SseRelay, unless_disconnected
+from gateway.traffic import TrafficDirector, TrafficTap
 
-T = TypeVar("T")
-
-# A streamed event that carries generated text (chat content, reasoning, or completion text).
-_TOKEN_EVENT = re.compile(rb'"(?:content|reasoning|reasoning_content|text)":\s*"[^"]')
-_USAGE_EVENT = re.compile(rb'"usage":\s*\{')
+_RESPONSE_ID = re.compile(rb'"id":\s*"(resp_[^"]+)"')
+RESPONSES_PATH = "/v1/responses"
 
 
-class ClientDisconnected(Exception):
-    """The client went away before the answer was ready."""
+class ResponseDirectory:
+    """Which replica holds each stored response (most recent `capacity` of them)."""
 
+    def __init__(self, capacity: int = 100_000) -> None:
+        self.capacity = capacity
+        self._where: collections.OrderedDict[str, tuple[str, str]] = collections.OrderedDict()
 
-@dataclass
-class _Call:
-    """One request on its way upstream: where it goes and what is sent."""
+    def remember(self, response_id: str, model: str, replica_url: str) -> None:
+        self._where[response_id] = (model, replica_url)
+        self._where.move_to_end(response_id)
+        while len(self._where) > self.capacity:
+            self._where.popitem(last=False)
 
-    route: ModelRoute
-    metrics: ModelMetrics
-    path: str
-    payload: bytes
-    headers: dict[str, str]
+    def find(self, response_id: str) -> tuple[str, str] | None:
+        return self._where.get(response_id)
 
 
 class Proxy:
     def __init__(
         self,
-        upstream: Upstream,
+        dispatcher: Dispatcher,
         router: Router,
-        gates: dict[str, AdmissionGate],
         metrics: GatewayMetrics,
         spec: GatewaySpec,
+        traffic: TrafficDirector | None = None,
     ) -> None:
-        self.upstream = upstream
+        self.dispatcher = dispatcher
         self.router = router
-        self.gates = gates
         self.metrics = metrics
         self.spec = spec
+        self.traffic = traffic
+        self.responses = ResponseDirectory()
 
-    async def forward(self, request: Request, *, path: str, chat: bool) -> Response:
+    async def forward(self, scope: Scope, receive: Receive, api: EngineApi) -> Response:
         started = time.perf_counter()
         deadline = asyncio.get_running_loop().time() + self.spec.request_timeout_s
-        body = parse_body(await read_body(request, self.spec.max_body_bytes))
-        route = self.router.resolve(body["model"])
-        metrics = self.metrics.model(route.name)
-        state = request_state(request.scope)
-        state["model"] = route.name
-        upstream_body, _ = apply_model_policy(body, route.spec, chat=chat)
-        stream = bool(body.get("stream"))
-        client_wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        if stream:  # always ask for usage so token counters stay right; dropped again below
-            upstream_body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
-        headers = {"X-Request-Id": state["request_id"]} if "request_id" in state else {}
-        call = _Call(route, metrics, path, json.dumps(upstream_body).encode(), headers)
-
-        admitted = await self._admit(route, metrics)
-        slot: Slot | None = admitted  # released here unless a stream takes it over
+        body = parse_body(await read_body(receive))
+        # A public traffic name (gateway/traffic.py) picks its model by the canary split.
+        assignment = self.traffic.assign(body, scope["headers"]) if self.traffic is not None else None
+        if assignment is None:
+            route = self.router.resolve(body["model"])
+            return await self._forward(
+                scope, receive, api, body=body, route=route, started=started, deadline=deadline, tap=None
+            )
+        tap = assignment.tap(request_state(scope), started)
         try:
-            metrics.overhead.observe(time.perf_counter() - started)
-            if stream:
-                try:
-                    async with asyncio.timeout(self.spec.first_byte_timeout_s):
-                        upstream, replica, _ = await self._send(call, read=False)
-                except TimeoutError as exc:
-                    raise UpstreamTimeout(f"Engine '{route.name}' did not start answering in time.") from exc
-                if upstream.status != 200:
-                    response = Response(await upstream.read(), upstream.status, headers=upstream.headers)
-                else:
-                    relay = _Relay(
-                        proxy=self,
-                        route=route,
-                        metrics=metrics,
-                        path=path,
-                        upstream=upstream,
-                        replica=replica,
-                        slot=admitted,
-                        started=started,
-                        deadline=deadline,
-                        client_wants_usage=client_wants_usage,
-                        state=state,
-                    )
-                    slot = None  # the relay owns it now and releases it when the stream ends
-                    return EventStreamResponse(relay.events())
-            else:
-                try:
-                    upstream, _, content = await unless_disconnected(request.receive, self._complete(call, deadline))
-                except ClientDisconnected:
-                    self._finish(metrics, path, 499, started)
-                    raise
-                response = Response(content, upstream.status, headers=upstream.headers)
-                if upstream.status == 200:
-                    self._count_usage(metrics, _usage_of(content), state)
-            self._finish(metrics, path, response.status_code, started)
-            return response
-        finally:
-            if slot is not None:
-                slot.release()
-
-    async def _admit(self, route: ModelRoute, metrics: ModelMetrics) -> Slot:
-        gate = self.gates[route.name]
-        try:
-            slot = await gate.acquire()
-        except GatewayError:
-            metrics.rejected.inc()
+            return await self._forward(
+                scope, receive, api, body=body, route=assignment.route, started=started, deadline=deadline, tap=tap
+            )
+        except BaseException as exc:
+            tap.failed(exc)
             raise
-        metrics.queue_wait.observe(slot.waited_s)
-        return slot
 
-    async def _complete(self, call: _Call, deadline: float) -> tuple[UpstreamResponse, Replica, bytes]:
-        try:
-            async with asyncio.timeout_at(deadline):
-                upstream, replica, content = await self._send(call, read=True)
-        except TimeoutError as exc:
-            raise UpstreamTimeout(f"Engine '{call.route.name}' did not answer in time.") from exc
-        assert content is not None
-        return upstream, replica, content
-
-    async def _send(self, call: _Call, *, read: bool) -> tuple[UpstreamResponse, Replica, bytes | None]:
-        """Send to a healthy replica; if it cannot be reached, once more to another one.
-        With `read`, the body too (the replica counts the request in flight until then)."""
-        route, metrics = call.route, call.metrics
-        tried: set[str] = set()
-        while True:
-            replica = route.choose(exclude=tried)
-            if replica is None or (tried and not replica.healthy):
-                raise EngineUnavailable(
-                    f"No replica of '{route.name}' is available right now; it is restarting or down.",
-                    retry_after=5,
-                )
-            tried.add(replica.url)
-            try:
-                with replica.busy():
-                    upstream = await self.upstream.post(
-                        f"{replica.url}{call.path}", call.payload, call.headers, engine=route.name
-                    )
-                    return upstream, replica, (await upstream.read() if read else None)
-            except EngineUnavailable:
-                replica.healthy = False  # the health checker will notice when it is back
-                if len(tried) >= 2 or route.choose(exclude=tried) is None:
-                    raise
-                metrics.retries.inc()
-
-    def _count_usage(self, metrics: ModelMetrics, usage: dict[str, Any] | None, state: dict[str, Any]) -> None:
-        if not usage:
-            return
-        prompt, completion = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
-        metrics.prompt_tokens.inc(prompt)
-        metrics.completion_tokens.inc(completion)
-        state["usage_prompt_tokens"], state["usage_completion_tokens"] = prompt, completion
-
-    def _finish(self, metrics: ModelMetrics, path: str, status: int, started: float) -> None:
-        metrics.request(path, status)
-        metrics.latency.observe(time.perf_counter() - started)
-
-
-class EventStreamResponse(Response):
-    """Sends a relayed SSE stream. A client that disconnects cancels the stream, which closes
-    the upstream connection (and so vLLM aborts the request). Starlette's StreamingResponse
-    would do the same with an anyio task group per stream; this costs one watcher task."""
-
-    media_type = "text/event-stream"
-
-    def __init__(self, events: AsyncIterator[bytes]) -> None:
-        self.events = events
-        self.status_code = 200
-        self.background = None
-        self.init_headers({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # On a disconnect the relay has recorded it (499) and closed the upstream connection.
-        with contextlib.suppress(ClientDisconnected):
-            await unless_disconnected(receive, self._send_all(send))
-
-    async def _send_all(self, send: Send) -> None:
-        events = self.events
-        try:
-            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-            async for event in events:
-                await send({"type": "http.response.body", "body": event, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        finally:
-            await events.aclose()  # type: ignore[attr-defined]  # runs the relay's cleanup if cut short
-
-
-class _Relay:
-    """Relays one upstream SSE stream event by event, recording TTFT, ITL and usage."""
-
-    def __init__(
+    async def _forward(
         self,
+        scope: Scope,
+        receive: Receive,
+        api: EngineApi,
         *,
-        proxy: Proxy,
+        body: dict[str, Any],
         route: ModelRoute,
-        metrics: ModelMetrics,
-        path: str,
-        upstream: UpstreamResponse,
-        replica: Replica,
-        slot: Slot,
         started: float,
         deadline: float,
-        client_wants_usage: bool,
-        state: dict[str, Any],
-    ) -> None:
-        self.proxy, self.route, self.metrics, self.path = proxy, route, metrics, path
-        self.upstream, self.replica, self.slot = upstream, replica, slot
-        self.started, self.deadline = started, deadline
-        self.client_wants_usage, self.state = client_wants_usage, state
+        tap: TrafficTap | None,
+    ) -> Response:
+        state = request_state(scope)
+        state["model"] = route.name
+        shaped = shape_request(api, body, route.spec)
+        call = Call(
+            api.path,
+            json.dumps(shaped.body).encode(),
+            route_label=api.path,
+            request_id=state.get("request_id"),
+            weight=shaped.weight,
+            hints=routing_hints(route.spec.routing, api.kind, shaped.body, scope["headers"]),
+        )
+        metrics = self.metrics.model(route.name)
+        slot = await unless_disconnected(receive, self.dispatcher.admit(route, weight=call.weight))
+        if tap is not None:
+            tap.admitted(api, body, stream=shaped.stream)  # a mirror copy may start, never before admission
+        metrics.overhead.observe(time.perf_counter() - started)
+        if not shaped.stream:
+            exchange, content = await self._complete(route, call, slot, receive, deadline)
+            if exchange.status == 200:
+                counted = metrics.count_usage(_json_field(content, "usage"))
+                if counted is not None:
+                    state["usage_prompt_tokens"], state["usage_completion_tokens"] = counted
+                if api.kind == "responses":
+                    self._remember_response(content, route, exchange)
+            metrics.latency.observe(time.perf_counter() - started)
+            if tap is not None:
+                tap.completed(exchange.status, content)
+            return Response(content, exchange.status, headers=exchange.response.headers)
+        exchange = await unless_disconnected(
+            receive, self.dispatcher.open(route, call, slot=slot, first_byte_timeout_s=self.spec.first_byte_timeout_s)
+        )
+        if exchange.status != 200:
+            response = await self._buffered(exchange)
+            if tap is not None:
+                tap.completed(exchange.status, bytes(response.body))
+            return response
+        relay = SseRelay(
+            exchange,
+            metrics=metrics,
+            deadline=deadline,
+            started=started,
+            client_wants_usage=shaped.client_wants_usage,
+            state=state,
+            done_marker=api.done_marker,
+            on_first_chunk=(lambda chunk: self._remember_response(chunk, route, exchange))
+            if api.kind == "responses"
+            else None,
+            observer=tap,
+        )
+        return EventStreamResponse(relay)
 
-    async def events(self) -> AsyncIterator[bytes]:
-        metrics, name = self.metrics, self.route.name
-        status, last_token = 200, None
-        buffer = b""
-        chunks = self.upstream.chunks().__aiter__()
+    async def forward_object(self, scope: Scope, receive: Receive, response_id: str, suffix: str) -> Response:
+        """`GET /v1/responses/{id}` (suffix "") or `POST /v1/responses/{id}/cancel` (suffix "/cancel")."""
+        deadline = asyncio.get_running_loop().time() + self.spec.request_timeout_s
+        state = request_state(scope)
+        query = scope.get("query_string", b"").decode("latin-1")
+        path = f"{RESPONSES_PATH}/{response_id}{suffix}" + (f"?{query}" if query else "")
+        label = RESPONSES_PATH + "/{response_id}" + suffix
+        method = scope["method"]
+        known = self.responses.find(response_id)
+        if known is not None:
+            candidates = [(self.router.resolve(known[0]), known[1])]
+        else:
+            candidates = [(route, replica.url) for route in self.router.routes for replica in route.replicas]
+        for route, url in candidates:
+            state["model"] = route.name
+            call = Call(
+                path, None, method=method, route_label=label, request_id=state.get("request_id"), replica_url=url
+            )
+            slot = await unless_disconnected(receive, self.dispatcher.admit(route))
+            exchange = await unless_disconnected(receive, self.dispatcher.open(route, call, slot=slot))
+            if exchange.status == 404 and known is None:
+                exchange.close()
+                continue
+            if exchange.response.headers.get("content-type", "").startswith("text/event-stream"):
+                relay = SseRelay(
+                    exchange,
+                    metrics=self.metrics.model(route.name),
+                    deadline=deadline,
+                    started=time.perf_counter(),
+                    client_wants_usage=True,
+                    state=state,
+                    done_marker=False,
+                )
+                return EventStreamResponse(relay)
+            return await unless_disconnected(receive, self._buffered(exchange))
+        raise NotFound(f"Response with id '{response_id}' not found.", param="response_id")
+
+    async def _complete(
+        self, route: ModelRoute, call: Call, slot: Any, receive: Receive, deadline: float
+    ) -> tuple[Exchange, bytes]:
+        """Send and read the whole answer under the request's deadline, unless the client leaves."""
+        exchange: Exchange | None = None
+        status: int | None = None
+
+        async def send_and_read() -> bytes:
+            nonlocal exchange
+            exchange = await self.dispatcher.open(route, call, slot=slot)
+            return await exchange.read()
+
         try:
-            with self.replica.busy():
-                while True:
-                    try:
-                        async with asyncio.timeout_at(self.deadline):
-                            chunk = await chunks.__anext__()
-                    except StopAsyncIteration:
-                        break
-                    except TimeoutError as exc:
-                        raise UpstreamTimeout(
-                            f"Request to '{name}' exceeded {self.proxy.spec.request_timeout_s} s."
-                        ) from exc
-                    *events, buffer = (buffer + chunk).split(b"\n\n")
-                    out = []  # the complete events of this chunk go to the client in one write
-                    for event in events:
-                        if _TOKEN_EVENT.search(event):
-                            now = time.perf_counter()
-                            if last_token is None:
-                                metrics.ttft.observe(now - self.started)
-                            else:
-                                metrics.itl.observe(now - last_token)
-                            last_token = now
-                        elif _USAGE_EVENT.search(event) and self._is_usage_only(event):
-                            continue
-                        out.append(event + b"\n\n")
-                    if out:
-                        yield b"".join(out)
-                if buffer.strip():
-                    yield buffer
+            async with asyncio.timeout_at(deadline):
+                content = await unless_disconnected(receive, send_and_read())
+        except TimeoutError as exc:
+            status = 504
+            raise UpstreamTimeout(f"Engine '{route.name}' did not answer in time.") from exc
+        except ClientDisconnected:
+            status = CLIENT_CLOSED_REQUEST
+            raise
         except GatewayError as exc:
-            # Headers are gone already: tell the client in-band, then end the stream.
             status = exc.status_code
-            self.state["error"] = exc.error_type
-            yield f"data: {json.dumps(error_body(exc.message, exc.error_type, code=exc.status_code))}\n\n".encode()
-        except BaseException:
-            status = 499  # the client went away (generator closed or cancelled)
             raise
         finally:
-            await self.upstream.close()  # unless read to the end, this drops the connection: vLLM aborts
-            self.slot.release()
-            self.proxy._finish(metrics, self.path, status, self.started)
+            if exchange is not None:
+                exchange.close(status)
+            else:
+                slot.release()  # never reached an engine (open releases it too; release is idempotent)
+        assert exchange is not None
+        return exchange, content
 
-    def _is_usage_only(self, event: bytes) -> bool:
-        """Record usage from the final usage chunk; True if the client did not ask for it."""
+    @staticmethod
+    async def _buffered(exchange: Exchange) -> Response:
+        """An engine answer passed through whole (its errors, or a non-streamed object)."""
         try:
-            data = json.loads(event.removeprefix(b"data: "))
-        except ValueError:
-            return False
-        if not isinstance(data, dict) or data.get("choices"):
-            return False
-        self.proxy._count_usage(self.metrics, data.get("usage"), self.state)
-        return not self.client_wants_usage
+            content = await exchange.read()
+        finally:
+            exchange.close()
+        return Response(content, exchange.status, headers=exchange.response.headers)
+
+    def _remember_response(self, content: bytes, route: ModelRoute, exchange: Exchange) -> None:
+        match = _RESPONSE_ID.search(content)
+        if match:
+            self.responses.remember(match.group(1).decode(), route.name, exchange.replica.url)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"Request body is larger than {limit} bytes.")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise PayloadTooLarge(f"Request body is larger than {limit} bytes.")
-    return bytes(body)
+async def read_body(receive: Receive) -> bytes:
+    """The whole request body (its size is bounded by the request guard in front)."""
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnected
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
-def _usage_of(content: bytes) -> dict[str, Any] | None:
+def _json_field(content: bytes, key: str) -> Any:
     try:
-        usage = json.loads(content).get("usage")
-    except (ValueError, AttributeError):
+        value = json.loads(content)
+    except ValueError:
         return None
-    return usage if isinstance(usage, dict) else None
-
-
-async def unless_disconnected(receive: Receive, work: Awaitable[T]) -> T:
-    """Await `work` in this task; if the client disconnects first, cancel it and raise
-    ClientDisconnected. One watcher task per request, nothing else."""
-    task = asyncio.current_task()
-    assert task is not None
-    gone = False
-    finished = False
-
-    async def watch() -> None:
-        nonlocal gone
-        while (await receive())["type"] != "http.disconnect":
-            pass
-        if not finished:
-            gone = True
-            task.cancel()
-
-    watcher = asyncio.get_running_loop().create_task(watch())
-    try:
-        result = await work
-        finished = True
-        return result
-    except asyncio.CancelledError:
-        if gone:
-            task.uncancel()
-            raise ClientDisconnected from None
-        raise
-    finally:
-        finished = True
-        watcher.cancel()
+    return value.get(key) if isinstance(value, dict) else None

@@ -1,16 +1,25 @@
-"""Validate an OpenAI request body just enough to route it, and apply per-model policy.
+"""What the gateway checks and changes in a request before an engine sees it.
 
-    body = parse_body(raw_bytes)                      # InvalidRequest on bad JSON or types
-    body, applied = apply_model_policy(body, spec, chat=True)
+    body = parse_body(raw_bytes)                        # InvalidRequest on bad JSON or types
+    shaped = shape_request(API_BY_PATH["/v1/chat/completions"], body, route.spec)
+    shaped.body, shaped.stream, shaped.weight           # what to send, how, and what admission counts
 
-The engine validates everything else and its 400s are passed through unchanged, so the
-gateway does not re-implement vLLM's schema. Per-model defaults (R1: temperature 0.6,
-top_p 0.95) apply only to fields the request leaves out.
+The engine validates everything else and its 400s are passed through unchanged, so the gateway
+does not re-implement vLLM's schemas. It adds only what an engine cannot know:
+
+- per-model sampling defaults (R1: temperature 0.6, top_p 0.95), for fields the request left out
+  and that the API has;
+- R1's system prompt folded into the first user message (chat only);
+- limits per model (`limits` in the config): `n` / `best_of` / the conversations of a batch
+  above `max_n` sequences, and `top_logprobs` / `logprobs` / `prompt_logprobs` above
+  `max_top_logprobs`, are a 400; admission counts a request by the sequences it asks for.
 """
 
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import dataclass
 from typing import Any
 
 from gateway.config import ModelSpec
@@ -24,7 +33,63 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "max_tokens": (int,),
     "temperature": (int, float),
     "top_p": (int, float),
+    "n": (int,),
+    "best_of": (int,),
+    "top_logprobs": (int,),
+    "prompt_logprobs": (int,),
 }
+
+
+@dataclass(frozen=True)
+class EngineApi:
+    """One engine route the gateway forwards, and what the gateway knows about its body."""
+
+    path: str  # exact path; routes addressed by an object id are in gateway/proxy.py
+    kind: str  # chat | completions | chat_batch | responses | messages | count_tokens | tokenize | detokenize
+    sampling: tuple[str, ...] = ()  # the model's sampling defaults this API takes
+    can_stream: bool = False
+    done_marker: bool = False  # its streams end with `data: [DONE]`
+
+
+APIS = (
+    EngineApi(
+        "/v1/chat/completions",
+        "chat",
+        ("temperature", "top_p", "top_k", "max_tokens", "repetition_penalty"),
+        can_stream=True,
+        done_marker=True,
+    ),
+    EngineApi(
+        "/v1/completions",
+        "completions",
+        ("temperature", "top_p", "top_k", "max_tokens", "repetition_penalty"),
+        can_stream=True,
+        done_marker=True,
+    ),
+    EngineApi(
+        "/v1/chat/completions/batch",
+        "chat_batch",
+        ("temperature", "top_p", "top_k", "max_tokens", "repetition_penalty"),
+    ),
+    EngineApi("/v1/responses", "responses", ("temperature", "top_p", "top_k", "repetition_penalty"), can_stream=True),
+    EngineApi("/v1/messages", "messages", ("temperature", "top_p", "top_k"), can_stream=True),
+    EngineApi("/v1/messages/count_tokens", "count_tokens"),
+    EngineApi("/tokenize", "tokenize"),
+    EngineApi("/detokenize", "detokenize"),
+)
+API_BY_PATH = {api.path: api for api in APIS}
+
+
+@dataclass(frozen=True)
+class ShapedRequest:
+    body: dict[str, Any]  # what the engine gets
+    defaults_applied: dict[str, Any]
+    stream: bool
+    client_wants_usage: bool
+    weight: int  # sequences: what admission counts
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def _reject_constant(name: str) -> Any:
@@ -32,11 +97,24 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def parse_body(raw: bytes) -> dict[str, Any]:
+def parse_json(raw: bytes) -> Any:
+    """Strict JSON (InvalidRequest otherwise): no NaN or Infinity, which are not JSON, and no lone
+    UTF-16 surrogate escapes, which are not text (they cannot be encoded, so a tokenizer fails)."""
     try:
-        body = json.loads(raw, parse_constant=_reject_constant)
+        value = json.loads(raw, parse_constant=_reject_constant)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise InvalidRequest(f"Request body is not valid JSON: {exc}") from exc
+    # Raw UTF-8 cannot carry a surrogate, only a \uD800-\uDFFF escape can: check only then.
+    if _SURROGATE_ESCAPE.search(raw):
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidRequest("Request body contains a lone UTF-16 surrogate (\\uD800-\\uDFFF escape).") from exc
+    return value
+
+
+def parse_body(raw: bytes) -> dict[str, Any]:
+    body = parse_json(raw)
     if not isinstance(body, dict):
         raise InvalidRequest("Request body must be a JSON object.")
     if "model" not in body:
@@ -50,11 +128,52 @@ def parse_body(raw: bytes) -> dict[str, Any]:
     return body
 
 
-def apply_model_policy(body: dict[str, Any], spec: ModelSpec, *, chat: bool) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Return the body to send upstream and the sampling fields the model's defaults supplied."""
+def shape_request(api: EngineApi, body: dict[str, Any], spec: ModelSpec) -> ShapedRequest:
+    """Check the model's limits, apply its policy, and say how to send the request."""
+    weight = _sequences(api, body)
+    limits = spec.limits
+    if weight > limits.max_n:
+        raise InvalidRequest(
+            f"This request asks for {weight} sequences; '{spec.name}' allows at most {limits.max_n} per request.",
+            param="n",
+        )
+    for key in ("top_logprobs", "prompt_logprobs", "logprobs"):
+        value = body.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > limits.max_top_logprobs:
+            raise InvalidRequest(
+                f"'{key}' is {value}; '{spec.name}' allows at most {limits.max_top_logprobs}.", param=key
+            )
+    out, applied = apply_model_policy(body, spec, chat=api.kind == "chat", fields=api.sampling)
+    stream = api.can_stream and bool(body.get("stream"))
+    options = body.get("stream_options") or {}
+    client_wants_usage = bool(options.get("include_usage")) if api.done_marker else True
+    if stream and api.done_marker:  # always ask for usage so token counters stay right; dropped again later
+        out["stream_options"] = {**options, "include_usage": True}
+    return ShapedRequest(out, applied, stream, client_wants_usage, max(1, weight))
+
+
+def _sequences(api: EngineApi, body: dict[str, Any]) -> int:
+    n = body.get("n") if isinstance(body.get("n"), int) else 1
+    best_of = body.get("best_of") if isinstance(body.get("best_of"), int) else 1
+    per_prompt = max(n or 1, best_of or 1) if api.kind == "completions" else (n or 1)
+    if api.kind == "chat_batch" and isinstance(body.get("messages"), list):
+        return per_prompt * max(1, len(body["messages"]))
+    if api.kind == "completions" and isinstance(body.get("prompt"), list) and body["prompt"]:
+        first = body["prompt"][0]
+        if isinstance(first, (str, list)):  # a list of prompts (or of token lists): one sequence set each
+            return per_prompt * len(body["prompt"])
+    return per_prompt
+
+
+def apply_model_policy(
+    body: dict[str, Any], spec: ModelSpec, *, chat: bool, fields: tuple[str, ...] | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Return the body to send upstream and the sampling fields the model's defaults supplied
+    (only those in `fields`, when given: the ones the API has)."""
     out = dict(body)
     out["model"] = spec.name
-    applied = {k: v for k, v in spec.sampling_defaults.as_request_fields().items() if out.get(k) is None}
+    defaults = spec.sampling_defaults.as_request_fields()
+    applied = {k: v for k, v in defaults.items() if out.get(k) is None and (fields is None or k in fields)}
     out.update(applied)
     if chat and spec.system_prompt == "merge_into_user" and isinstance(out.get("messages"), list):
         out["messages"] = merge_system_into_user(out["messages"])

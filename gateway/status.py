@@ -1,4 +1,4 @@
-"""What the gateway knows about its engines: `/engines`, `/ready` and `/v1/models` bodies.
+"""What the gateway knows about its engines: `/engines` and `/v1/models` bodies.
 
 reporter = StatusReporter(client, router, supervisor)
 rows = await reporter.engines()      # one row per replica, health probed live
@@ -25,8 +25,6 @@ class StatusReporter:
     async def engines(self) -> list[dict[str, Any]]:
         pairs = [(route, replica) for route in self.router.routes for replica in route.replicas]
         health = await asyncio.gather(*(probe(self.client, replica) for _, replica in pairs))
-        if self.supervisor is not None:
-            self.supervisor.poll()
         return [self._row(route, replica, ok) for (route, replica), ok in zip(pairs, health, strict=True)]
 
     def _row(self, route: ModelRoute, replica: Replica, healthy: bool) -> dict[str, Any]:
@@ -38,11 +36,16 @@ class StatusReporter:
             "aliases": list(spec.aliases),
             "model": spec.engine.model if spec.engine and is_local else None,
             "url": replica.url,
-            "state": "ready" if healthy else (local.state.value if is_local and local else "unreachable"),
+            "endpoint": replica.endpoint or replica.url,  # the configured URL it was discovered from
+            "draining": replica.draining,
+            "state": _state(replica, healthy, local.state.value if is_local and local else None),
             "healthy": healthy,
             "local": is_local,
             "pid": local.pid if is_local and local else None,
             "restarts": local.restarts if is_local and local else 0,
+            "reason": local.reason if is_local and local else None,
+            "kv_cache_tokens": local.kv.logged_tokens if is_local and local and local.kv else None,
+            "kv_cache_tokens_planned": local.kv.predicted_tokens if is_local and local and local.kv else None,
             "in_flight": replica.in_flight,
         }
 
@@ -61,3 +64,11 @@ class StatusReporter:
             }
             for route in self.router.routes
         ]
+
+
+def _state(replica: Replica, healthy: bool, local_state: str | None) -> str:
+    if replica.draining:
+        return "draining"  # gone from discovery: finishing its requests
+    if healthy:
+        return "ready"
+    return local_state or "unreachable"

@@ -2,11 +2,11 @@
 
     upstream = AiohttpUpstream(connect_timeout_s=5)      # production: aiohttp's C parser, pooled
     upstream = HttpxUpstream(httpx.AsyncClient(transport=httpx.MockTransport(fake)))  # unit tests
-    response = await upstream.post(url, body, headers, engine="r1-tiny")
+    response = await upstream.request("POST", url, body, headers, engine="r1-tiny")
     try:
         async for chunk in response.chunks(): ...         # or: await response.read()
     finally:
-        await response.close()                            # unread: closes the connection
+        response.close_now()                              # unread: closes the connection
 
 Every request the gateway proxies crosses this module, so it is the one place where speed
 matters most: httpx + httpcore + anyio cost about half of the gateway's time per request
@@ -20,13 +20,14 @@ connection dropped -> UpstreamError (502). Timeouts are the proxy's (`asyncio.ti
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping
 from typing import Protocol
 
 import aiohttp
 import httpx
 
-from gateway.errors import EngineUnavailable, UpstreamError, map_upstream_errors
+from gateway.errors import EngineUnavailable, UpstreamError, map_httpx_errors
 
 _HOP_HEADERS = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive", "content-encoding"})
 
@@ -44,12 +45,17 @@ class UpstreamResponse(Protocol):
 
     def chunks(self) -> AsyncIterator[bytes]: ...
 
-    async def close(self) -> None: ...
+    def close_now(self) -> None:
+        """Give the connection back if the body was read to the end, else drop it. Synchronous,
+        so that it also runs on a cancellation path; safe to call more than once."""
+        ...
 
 
 class Upstream(Protocol):
-    async def post(self, url: str, body: bytes, headers: dict[str, str], *, engine: str) -> UpstreamResponse:
-        """Send; return once the status line and headers are in."""
+    async def request(
+        self, method: str, url: str, body: bytes | None, headers: dict[str, str], *, engine: str
+    ) -> UpstreamResponse:
+        """Send (a JSON body, if any); return once the status line and headers are in."""
         ...
 
     async def aclose(self) -> None: ...
@@ -80,7 +86,7 @@ class _AiohttpResponse:
         except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
             raise UpstreamError(f"Engine '{self._engine}' dropped the connection: {exc}") from exc
 
-    async def close(self) -> None:
+    def close_now(self) -> None:
         if self._response.content.at_eof():
             self._response.release()  # read to the end: the connection goes back to the pool
         else:
@@ -98,9 +104,13 @@ class AiohttpUpstream:
             skip_auto_headers=("User-Agent", "Accept-Encoding"),
         )
 
-    async def post(self, url: str, body: bytes, headers: dict[str, str], *, engine: str) -> _AiohttpResponse:
+    async def request(
+        self, method: str, url: str, body: bytes | None, headers: dict[str, str], *, engine: str
+    ) -> _AiohttpResponse:
+        if body is not None:
+            headers = {"Content-Type": "application/json", **headers}
         try:
-            response = await self._session.post(url, data=body, headers={"Content-Type": "application/json", **headers})
+            response = await self._session.request(method, url, data=body, headers=headers)
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             raise EngineUnavailable(f"Engine '{engine}' is not reachable: {exc}", retry_after=5) from exc
         except aiohttp.ClientConnectionError as exc:
@@ -122,23 +132,28 @@ class _HttpxResponse:
     def __init__(self, response: httpx.Response, engine: str) -> None:
         self._response = response
         self._engine = engine
+        self._closing: asyncio.Task[None] | None = None
         self.status = response.status_code
         self.headers = passthrough_headers(response.headers)
 
     async def read(self) -> bytes:
         try:
-            with map_upstream_errors(self._engine):
+            with map_httpx_errors(self._engine):
                 return await self._response.aread()
         finally:
             await self._response.aclose()
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        with map_upstream_errors(self._engine):
+        with map_httpx_errors(self._engine):
+            if self._response.is_stream_consumed:  # a fake that answered with a whole body
+                yield self._response.content
+                return
             async for chunk in self._response.aiter_raw():
                 yield chunk
 
-    async def close(self) -> None:
-        await self._response.aclose()
+    def close_now(self) -> None:
+        if not self._response.is_closed and self._closing is None:
+            self._closing = asyncio.get_running_loop().create_task(self._response.aclose())
 
 
 class HttpxUpstream:
@@ -147,11 +162,13 @@ class HttpxUpstream:
     def __init__(self, client: httpx.AsyncClient) -> None:
         self._client = client
 
-    async def post(self, url: str, body: bytes, headers: dict[str, str], *, engine: str) -> _HttpxResponse:
-        request = self._client.build_request(
-            "POST", url, content=body, headers={"Content-Type": "application/json", **headers}
-        )
-        with map_upstream_errors(engine):
+    async def request(
+        self, method: str, url: str, body: bytes | None, headers: dict[str, str], *, engine: str
+    ) -> _HttpxResponse:
+        if body is not None:
+            headers = {"Content-Type": "application/json", **headers}
+        request = self._client.build_request(method, url, content=body, headers=headers)
+        with map_httpx_errors(engine):
             return _HttpxResponse(await self._client.send(request, stream=True), engine)
 
     async def aclose(self) -> None:

@@ -31,6 +31,7 @@ SCENARIOS: dict[str, str] = {
     "reasoning": "ReasoningUser",
     "compare": "CompareEndpointUser",
     "mixed-models": "MixedModelUser",
+    "multi-turn": "MultiTurnUser",
 }
 TAGS: dict[str, tuple[str, ...]] = {
     "pairs": ("pair-128-256", "pair-256-512", "pair-512-1024"),
@@ -79,6 +80,36 @@ def add_options(parser: Any) -> None:
     )
     parser.add_argument(
         "--reasoning-max-tokens", type=int, default=1536, include_in_web_ui=True, help="max_tokens of reasoning answers"
+    )
+    parser.add_argument(
+        "--turns", type=int, default=6, include_in_web_ui=True, help="multi-turn: user turns per conversation"
+    )
+    parser.add_argument(
+        "--turn-tokens", type=int, default=96, include_in_web_ui=True, help="multi-turn: tokens of each user turn"
+    )
+    parser.add_argument(
+        "--reply-tokens", type=int, default=64, include_in_web_ui=True, help="multi-turn: tokens of each answer"
+    )
+    parser.add_argument(
+        "--system-prompt-tokens",
+        type=int,
+        default=256,
+        include_in_web_ui=True,
+        help="multi-turn: tokens of the system prompt every conversation shares",
+    )
+    parser.add_argument(
+        "--think-time",
+        type=float,
+        default=0.0,
+        include_in_web_ui=True,
+        help="multi-turn: mean seconds a user reads and types between turns (uniform over 0.5x-1.5x; 0: none)",
+    )
+    parser.add_argument(
+        "--conversation-seed",
+        type=int,
+        default=1,
+        include_in_web_ui=False,
+        help="multi-turn: seed of the shared system prompt (change it to start with cold prefix caches)",
     )
     parser.add_argument(
         "--shape",

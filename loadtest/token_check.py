@@ -27,7 +27,7 @@ from typing import Any
 
 import httpx
 
-from benchmarks.engine_metrics import GENERATION_TOKENS, read_token_counters, relative_difference
+from workload.engine_metrics import GENERATION_TOKENS, read_token_counters, relative_difference
 
 
 @dataclass

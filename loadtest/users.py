@@ -19,6 +19,12 @@ Scenarios (`--scenario`, comma-separated; tags `pairs` and `all`):
                     request (its length: both models' output tokens, from the summary event) and
                     TTFT / ITL / TPOT rows "compare <model>" per model
     mixed-models    chat traffic split between models by `--model-split r1-tiny=3,qwen-tiny=1`
+    multi-turn      conversations of `--turns` turns that all start with one shared system prompt
+                    (`--system-prompt-tokens`, drawn from `--conversation-seed`): every turn sends
+                    the whole conversation so far plus `--turn-tokens` new tokens and gets exactly
+                    `--reply-tokens` back, `--think-time` seconds apart (the prefix cache's case;
+                    loadtest/conversations.py); the conversation's id goes in the OpenAI `user`
+                    field, which the `session` routing policy keys on
 
 Every request streams with `stream_options.include_usage` and reports chat / TTFT / ITL / TPOT
 rows named "<scenario> <model>" (see sse.py); at the end a per-model table of output tokens
@@ -47,12 +53,14 @@ from locust.runners import STATE_MISSING, WORKER_REPORT_INTERVAL, MasterRunner, 
 from locust.stats import CSV_STATS_INTERVAL_SEC
 from transformers import AutoTokenizer  # noqa: F401 - see below
 
+from loadtest.conversations import Conversation, shared_system_prompt
 from loadtest.options import LoadSettings, add_options, selected_classes
-from loadtest.prompts import PromptFactory, prompt_factory
 from loadtest.shapes import ArrivalRate, Target, shape_from_options
-from loadtest.sse import stream_chat, stream_compare
+from loadtest.streams import stream_chat, stream_compare
 from loadtest.summary import format_summary, summarize, write_summary
 from loadtest.token_check import TokenCheck, format_check
+from workload.prompts import PromptFactory, prompt_factory
+from workload.sse import StreamTimings
 
 # transformers is imported above, at load time, because importing it (torch's extension
 # modules) holds the GIL for seconds at a time: done later, a worker would miss its heartbeats
@@ -225,20 +233,23 @@ class LLMUser(FastHttpUser):
         max_tokens: int,
         prompt_tokens: int | None = None,
         fixed_output: bool = False,
+        keep_text: bool = False,
         **extra: Any,
-    ) -> None:
+    ) -> StreamTimings | None:
         body: dict[str, Any] = {"model": model, "messages": messages, "max_tokens": max_tokens, **extra}
         if fixed_output:
             body["ignore_eos"] = True  # vLLM's extension: exactly max_tokens, whatever the model says
         started = time.perf_counter()
-        stream_chat(
+        timings = stream_chat(
             self,
             body,
             name=f"{scenario} {model}",
             expect_prompt_tokens=prompt_tokens,
             expect_completion_tokens=max_tokens if fixed_output else None,
+            keep_text=keep_text,
         )
         self._task_elapsed = time.perf_counter() - started
+        return timings
 
 
 class LengthPairUser(LLMUser):
@@ -309,6 +320,55 @@ class MixedModelUser(ChatMixUser):
     def pick_model(self) -> str:
         names = list(self.settings.split)
         return random.choices(names, weights=[self.settings.split[n] for n in names])[0]
+
+
+class MultiTurnUser(LLMUser):
+    """Growing conversations sharing one system prompt, one after another, each on one model."""
+
+    _conversations = 0
+
+    def on_start(self) -> None:
+        super().on_start()
+        self.conversation: Conversation | None = None
+        self.model = ""
+        self.conversation_id = ""
+
+    def wait_time(self) -> float:
+        think = float(self.environment.parsed_options.think_time)
+        if not think:
+            return super().wait_time()
+        # A person reads the answer and types the next turn; meanwhile the conversation is idle
+        # and its cached prefix waits in the engine's cache with everyone else's.
+        return random.uniform(0.5 * think, 1.5 * think)
+
+    @task
+    def turn(self) -> None:
+        options = self.environment.parsed_options
+        if self.conversation is None or self.conversation.finished:
+            self.model = random.choice(self.settings.models)
+            tokenizer = self.settings.tokenizers.get(self.model, "")
+            if not tokenizer:
+                raise ValueError(f"no local tokenizer known for {self.model!r}: pass --tokenizer DIR")
+            system = shared_system_prompt(
+                tokenizer, tokens=options.system_prompt_tokens, seed=options.conversation_seed
+            )
+            self.conversation = Conversation(system, turns=options.turns)
+            MultiTurnUser._conversations += 1
+            self.conversation_id = f"conversation-{random.getrandbits(48):012x}-{MultiTurnUser._conversations}"
+        messages = self.conversation.ask(self.prompts(self.model).words(options.turn_tokens))
+        timings = self.chat(
+            "multi-turn",
+            self.model,
+            messages,
+            max_tokens=options.reply_tokens,
+            fixed_output=True,
+            keep_text=True,
+            user=self.conversation_id,
+        )
+        if timings is None or timings.text is None:
+            self.conversation = None  # failed: start over rather than send a history with a hole
+            return
+        self.conversation.answer("".join(timings.text))
 
 
 class ReasoningUser(LLMUser):

@@ -160,13 +160,9 @@ def plan_engine(
     dtype, note = resolve_dtype(spec.dtype, shape.config_dtype, platform, gpu)
     if note:
         warnings.append(note)
-    kv_dtype = _flag(spec.extra_args, "--kv-cache-dtype") or "auto"
-    kv_dtype = dtype if kv_dtype == "auto" else _DTYPE_NAMES.get(kv_dtype, kv_dtype)
-    if kv_dtype not in DTYPE_BYTES:
-        raise ValueError(f"{name}: KV cache dtype {kv_dtype} is not one the planner knows")
-    tp = int(_flag(spec.extra_args, "--tensor-parallel-size", "-tp") or 1)
-    default_block = CPU_BLOCK_SIZE if platform == "cpu" else GPU_BLOCK_SIZE
-    block_size = int(_flag(spec.extra_args, "--block-size") or default_block)
+    kv_dtype = dtype if spec.kv_cache_dtype == "auto" else spec.kv_cache_dtype
+    tp = spec.tensor_parallel_size
+    block_size = spec.block_size or (CPU_BLOCK_SIZE if platform == "cpu" else GPU_BLOCK_SIZE)
     kv_per_token = shape.kv_bytes_per_token(DTYPE_BYTES[kv_dtype], tensor_parallel=tp)
     weight_bytes = math.ceil(shape.parameter_count() * DTYPE_BYTES[dtype] / tp)
 
@@ -179,12 +175,7 @@ def plan_engine(
         kv_bytes = budget
     else:
         assert gpu is not None
-        devices = _devices(spec, tp)
-        if len(devices) < tp:
-            warnings.append(
-                f"--tensor-parallel-size {tp} but the engine sees GPUs {list(devices)}: "
-                f'set env CUDA_VISIBLE_DEVICES to {tp} devices, e.g. "{",".join(map(str, range(tp)))}"'
-            )
+        devices = tuple(spec.devices)
         budget = math.ceil(gpu.total_bytes * (spec.gpu_memory_utilization or 0))
         batched = spec.max_num_batched_tokens or _default_batched_tokens(gpu)
         allowance = gpu_allowance(shape, DTYPE_BYTES[dtype], batched_tokens=batched, max_num_seqs=spec.max_num_seqs)
@@ -320,21 +311,3 @@ def _round_up(value: float) -> float:
 def _default_batched_tokens(gpu: Gpu) -> int:
     # vLLM's OpenAI-server default (engine/arg_utils.py): 8192 on >= 70 GiB cards other than A100.
     return 8192 if gpu.total_bytes >= 70 * GIB and "A100" not in gpu.name else 2048
-
-
-def _devices(spec: EngineSpec, tp: int) -> tuple[int, ...]:
-    # The supervisor sets CUDA_VISIBLE_DEVICES to `device` unless the engine's env overrides it.
-    visible = spec.env.get("CUDA_VISIBLE_DEVICES") or str(spec.device)
-    return tuple(int(d) for d in visible.split(",") if d.strip())[:tp]
-
-
-def _flag(argv: list[str], *names: str) -> str | None:
-    """The value of a `--flag value` or `--flag=value` in an argument list (last one wins)."""
-    value = None
-    for i, arg in enumerate(argv):
-        for name in names:
-            if arg == name and i + 1 < len(argv):
-                value = argv[i + 1]
-            elif arg.startswith(f"{name}="):
-                value = arg.split("=", 1)[1]
-    return value

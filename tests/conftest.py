@@ -17,22 +17,44 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psutil
 import pytest
 import yaml
 
 from benchmarks.resources import process_tree
 from gateway.config import DeploymentConfig, load_config
+from gateway.process import Child, ChildExited, ChildTimeout, launch
 
 ROOT = Path(__file__).resolve().parent.parent
 STARTUP_DEADLINE_S = 900
+PORT_BASE = int(os.environ.get("TEST_PORT_BASE", "8010"))
+# A model config shaped like the test models (2 layers x 1 KV head x 128 dims, float32): 2,048 B
+# of KV per token, so 1 GiB holds 524,288 tokens at max_model_len 2048.
+TINY_CONFIG = {
+    "architectures": ["Qwen2ForCausalLM"],
+    "hidden_size": 256,
+    "intermediate_size": 512,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 1,
+    "head_dim": 128,
+    "vocab_size": 151936,
+    "tie_word_embeddings": True,
+    "dtype": "float32",
+}
+
+
+def suite_port(offset: int) -> int:
+    """A port in this suite's range, TEST_PORT_BASE + offset (0-999). Taken: the stack 0, 101, 102;
+    test_server 30-35 and 131-132; test_hardening 41-46; test_traffic 61-65; test_web_page 66;
+    test_supervisor 200-229; test_drain 230-259."""
+    assert 0 <= offset < 1000
+    return PORT_BASE + offset
 
 
 @dataclass
@@ -58,46 +80,34 @@ class Stack:
 
 def write_test_config(directory: Path, *, port_base: int, source: Path | None = None) -> Path:
     """A copy of test.yaml with absolute model paths and ports moved to `port_base`."""
-    config = load_config(source or ROOT / "engine_config" / "test.yaml")
-    data: dict[str, Any] = config.model_dump(mode="json")
-    data["gateway"]["port"] = port_base
-    data["gateway"]["compare"]["votes_db"] = str(directory / "votes.sqlite3")  # never the repo's
-    for i, model in enumerate(data["models"]):
-        model["engine"]["port"] = port_base + 101 + i
-    path = directory / f"test-{port_base}.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
+    config = load_config(source or ROOT / "engine_config" / "test.yaml").with_port_base(port_base)
+    gateway = config.gateway.model_copy(
+        update={
+            "compare": config.gateway.compare.model_copy(update={"votes_db": str(directory / "votes.sqlite3")}),
+            "unhealthy_restart_after_s": 15,  # tests/test_hardening.py hangs an engine
+        }
+    )
+    return config.model_copy(update={"gateway": gateway}).write(directory / f"test-{port_base}.yaml")
 
 
-def start_server(config_path: Path, log_dir: Path, *extra: str) -> tuple[subprocess.Popen[bytes], Path]:
-    log_dir.mkdir(parents=True, exist_ok=True)
+def start_server(
+    config_path: Path, log_dir: Path, *extra: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], Path]:
+    """`server.py --config ... --log-dir ...` as the project runs children (gateway/process.py)."""
     log_path = log_dir / "server.log"
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, str(ROOT / "server.py"), "--config", str(config_path), "--log-dir", str(log_dir), *extra],
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    return process, log_path
+    argv = [sys.executable, str(ROOT / "server.py"), "--config", str(config_path), "--log-dir", str(log_dir), *extra]
+    child = launch(argv, log=log_path, cwd=ROOT, env=os.environ | (env or {}))
+    return child.process, log_path
 
 
 def wait_ready(
     url: str, process: subprocess.Popen[bytes], log_path: Path, *, deadline_s: float, path: str = "/ready"
 ) -> None:
     """Poll `url + path` until it answers 200; fail with the log if the process exits first."""
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        if process.poll() is not None:
-            pytest.fail(f"server exited with {process.returncode}:\n{log_path.read_text(errors='replace')[-4000:]}")
-        try:
-            if httpx.get(f"{url}{path}", timeout=5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    pytest.fail(f"stack not ready after {deadline_s} s:\n{log_path.read_text(errors='replace')[-4000:]}")
+    try:
+        Child(["server.py"], process).wait_until_answers(f"{url}{path}", deadline_s=deadline_s)
+    except (ChildExited, ChildTimeout) as exc:
+        pytest.fail(f"{exc}:\n{log_path.read_text(errors='replace')[-4000:]}")
 
 
 def stop_and_check_nothing_left(process: subprocess.Popen[bytes], sig: signal.Signals = signal.SIGTERM) -> None:
@@ -106,16 +116,21 @@ def stop_and_check_nothing_left(process: subprocess.Popen[bytes], sig: signal.Si
     assert len(tree) > 1, "expected the server to have engine child processes"
     process.send_signal(sig)
     process.wait(timeout=120)
+    assert_nothing_left(tree, after=sig.name)
+
+
+def assert_nothing_left(tree: list[psutil.Process], *, after: str) -> None:
+    """Every process of `tree` is gone (zombies count as gone); kills and fails on survivors."""
     _, alive = psutil.wait_procs(tree, timeout=30)
     leftovers = [f"{p.pid} {p.name()}" for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     for p in alive:
         p.kill()
-    assert not leftovers, f"processes left behind after {sig.name}: {leftovers}"
+    assert not leftovers, f"processes left behind after {after}: {leftovers}"
 
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    port_base = int(os.environ.get("TEST_PORT_BASE", "8010"))
+    port_base = PORT_BASE
     directory = tmp_path_factory.mktemp("stack")
     config_path = write_test_config(directory, port_base=port_base)
     config = load_config(config_path)
@@ -146,12 +161,16 @@ def extra_gateway(
     models: dict[str, dict[str, Any]] | None = None,
     endpoints: dict[str, list[str]] | None = None,
     env: dict[str, str] | None = None,
+    traffic: list[dict[str, Any]] | None = None,
 ) -> Iterator[str]:
     """A second gateway (`server.py --gateway-only`) in front of the session's engines, with
     gateway settings and per-model settings (e.g. admission) overridden; yields its URL.
-    `endpoints` replaces a model's replica list (default: the stack's engine)."""
+    `endpoints` replaces a model's replica list (default: the stack's engine); `traffic`
+    replaces the public traffic names."""
     data: dict[str, Any] = stack.config.model_dump(mode="json")
     data["gateway"] |= {"port": port} | (gateway or {})
+    if traffic is not None:
+        data["traffic"] = traffic
     urls = {name: stack.engine_url(name) for name in stack.model_names()}
     for model in data["models"]:
         model.update((models or {}).get(model["name"], {}))
@@ -161,25 +180,12 @@ def extra_gateway(
     for name, url in urls.items():
         for endpoint in (endpoints or {}).get(name, [url]):
             args += ["--engine", f"{name}={endpoint}"]
-    log_dir = directory / f"gateway-{port}-logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    log_path = log_dir / "server.log"
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, str(ROOT / "server.py"), "--config", str(path), *args],
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env=os.environ | (env or {}),
-        )
+    argv = [sys.executable, str(ROOT / "server.py"), "--config", str(path), *args]
+    log_path = directory / f"gateway-{port}-logs" / "server.log"
+    child = launch(argv, log=log_path, cwd=ROOT, env=os.environ | (env or {}))
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(url, process, log_path, deadline_s=60, path="/health")
+        wait_ready(url, child.process, log_path, deadline_s=60, path="/health")
         yield url
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        child.stop(grace_s=30)

@@ -72,3 +72,24 @@ async def test_release_is_idempotent() -> None:
     slot.release()
     slot.release()
     assert gate.in_flight == 0
+
+
+async def test_a_request_weighs_the_sequences_it_asks_for() -> None:
+    gate = AdmissionGate(max_in_flight=8, max_queue=2, queue_timeout_s=5)
+    big = await gate.acquire(weight=6)
+    assert gate.in_flight == 6
+    assert gate.try_acquire(weight=3) is None  # 6 + 3 > 8: no room, and try_ never queues
+    small = await gate.acquire(weight=2)
+    heavy = asyncio.create_task(gate.acquire(weight=4))  # waits at the head of the queue
+    await asyncio.sleep(0.01)
+    light = asyncio.create_task(gate.acquire(weight=1))  # must not overtake the heavy one
+    await asyncio.sleep(0.01)
+    assert gate.queued == 2 and not light.done()
+    big.release()
+    slot = await heavy  # 2 + 4, then the light one behind it: 7
+    assert (await light).weight == 1 and gate.in_flight == 7
+    huge = gate.try_acquire(weight=100)  # more than the gate holds: capped, so it can run alone
+    assert huge is None
+    for s in (small, slot):
+        s.release()
+    assert gate.in_flight == 1

@@ -5,6 +5,8 @@ These check the gateway's own logic; tests/test_integration.py drives real vLLM 
 
 from __future__ import annotations
 
+import collections
+import itertools
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -16,6 +18,7 @@ from fastapi.testclient import TestClient
 
 from gateway.app import create_app
 from gateway.config import DeploymentConfig, GatewaySpec, ModelSpec, SamplingDefaults
+from gateway.policies import HashRing
 
 R1_URL = "http://r1.fake:1"
 QWEN_URL = "http://qwen.fake:2"
@@ -27,7 +30,9 @@ class FakeUpstream:
     def __init__(self) -> None:
         self.seen: list[tuple[str, dict[str, Any]]] = []
         self.request_ids: list[str | None] = []
-        self.down: set[str] = set()
+        self.down: set[str] = set()  # nothing answers, health checks included
+        self.refused: set[str] = set()  # health checks pass, requests cannot connect
+        self.attempts: collections.Counter[str] = collections.Counter()  # requests tried, per replica
         self.break_streams = False
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
@@ -36,6 +41,9 @@ class FakeUpstream:
             raise httpx.ConnectError("connection refused", request=request)
         if request.url.path == "/health":
             return httpx.Response(200)
+        self.attempts[base] += 1
+        if base in self.refused:
+            raise httpx.ConnectError("connection refused", request=request)
         body = json.loads(request.content)
         self.seen.append((str(request.url), body))
         if body.get("max_tokens", 0) > 1000:
@@ -120,7 +128,7 @@ def test_completions_route_to_the_other_engine(client: TestClient, upstream: Fak
 
 def test_unknown_model_is_404_listing_names(client: TestClient) -> None:
     error = assert_openai_error(client.post("/v1/chat/completions", json=chat("gpt-4")), 404)
-    assert error["code"] == "model_not_found" and error["param"] == "model"
+    assert error["code"] == 404 and error["param"] == "model"
     assert "r1-tiny" in error["message"] and "qwen" in error["message"]
 
 
@@ -161,8 +169,9 @@ def test_streaming_keeps_usage_the_client_asked_for(client: TestClient) -> None:
 def test_stream_broken_midway_ends_with_an_sse_error_event(client: TestClient, upstream: FakeUpstream) -> None:
     upstream.break_streams = True
     text = stream_text(client, chat("qwen", stream=True))
-    last = json.loads(text.strip().split("\n\n")[-1].removeprefix("data: "))
-    assert last["error"]["type"] == "upstream_error" and last["error"]["code"] == 502
+    *_, error, done = text.strip().split("\n\n")  # as vLLM ends a failed stream: the error, then [DONE]
+    last = json.loads(error.removeprefix("data: "))
+    assert last["error"]["type"] == "upstream_error" and last["error"]["code"] == 502 and done == "data: [DONE]"
 
 
 def test_metrics_count_requests_tokens_and_latencies(client: TestClient) -> None:
@@ -202,8 +211,8 @@ def test_engine_down_is_503_with_retry_after(client: TestClient, upstream: FakeU
     assert int(response.headers["retry-after"]) >= 1
     assert client.post("/v1/chat/completions", json=chat("r1-tiny")).status_code == 200
     ready = client.get("/ready")
-    assert ready.status_code == 503
-    assert {e["name"]: e["healthy"] for e in ready.json()["engines"]} == {"r1-tiny": True, "qwen-tiny": False}
+    assert ready.status_code == 503 and ready.json() == {"ready": False}  # the verdict only; details below
+    assert {e["name"]: e["healthy"] for e in client.get("/engines").json()} == {"r1-tiny": True, "qwen-tiny": False}
 
 
 def test_models_lists_both_with_aliases(client: TestClient) -> None:
@@ -268,3 +277,110 @@ def test_inference_routes_take_only_post(client: TestClient) -> None:
         assert response.headers["allow"] == "POST"
         assert response.json()["error"]["type"] == "invalid_request_error"
         assert "use POST" in response.json()["error"]["message"]
+
+
+def replicas_seen(upstream: FakeUpstream) -> list[str]:
+    return [url.split("/v1")[0] for url, _ in upstream.seen]
+
+
+def test_session_policy_keys_on_the_header_then_the_user_field(upstream: FakeUpstream) -> None:
+    urls = [f"http://s{i}.fake:{i}" for i in range(1, 5)]
+    config = DeploymentConfig(
+        platform="cpu",
+        models=[ModelSpec.model_validate({"name": "m", "endpoints": urls, "routing": {"policy": "session"}})],
+    )
+    with TestClient(create_app(config, transport=httpx.MockTransport(upstream))) as test_client:
+        for _ in range(5):
+            test_client.post("/v1/chat/completions", json=chat("m"), headers={"X-Session-Id": "tab-1"})
+        assert len(set(replicas_seen(upstream))) == 1
+        upstream.seen.clear()
+        for i in range(40):
+            for _ in range(2):
+                test_client.post("/v1/chat/completions", json=chat("m", user=f"user-{i}"))
+        seen = replicas_seen(upstream)
+        assert all(seen[2 * i] == seen[2 * i + 1] for i in range(40))  # each user stays put
+        assert len(set(seen)) == 4  # users spread over the replicas
+        metrics = test_client.get("/metrics").text
+        assert 'gateway_routing_decisions_total{model="m",reason="sticky"} 85.0' in metrics
+
+
+def test_prefix_policy_keeps_a_conversation_where_its_history_is(upstream: FakeUpstream) -> None:
+    urls = ["http://p1.fake:1", "http://p2.fake:2"]
+    config = DeploymentConfig(
+        platform="cpu",
+        models=[ModelSpec.model_validate({"name": "m", "endpoints": urls, "routing": {"policy": "prefix"}})],
+    )
+    with TestClient(create_app(config, transport=httpx.MockTransport(upstream))) as test_client:
+        system = {"role": "system", "content": "You answer in one word. " * 40}
+        for conversation in range(4):
+            messages: list[dict[str, str]] = [system]
+            for turn in range(4):
+                messages += [{"role": "user", "content": f"Conversation {conversation}, question {turn}? " * 5}]
+                test_client.post("/v1/chat/completions", json={"model": "m", "messages": messages})
+                messages += [{"role": "assistant", "content": "Hello"}]
+        seen = replicas_seen(upstream)
+        for conversation in range(4):
+            assert len(set(seen[4 * conversation : 4 * conversation + 4])) == 1, seen
+        metrics = test_client.get("/metrics").text
+        assert 'gateway_routing_decisions_total{model="m",reason="cache_hit"}' in metrics
+
+
+def counter(metrics: str, name: str) -> float:
+    match = next((line for line in metrics.splitlines() if line.startswith(name)), None)
+    return float(match.rsplit(" ", 1)[1]) if match else 0.0
+
+
+@pytest.mark.parametrize("policy", ["least_loaded", "session", "prefix"])
+def test_every_policy_retries_elsewhere_and_skips_an_ejected_replica(upstream: FakeUpstream, policy: str) -> None:
+    """The replica a request's policy prefers (its session's, its conversation's) fails to
+    connect: the request is retried on another; fails its health checks: it gets nothing until
+    it recovers. The same for every policy, since the dispatcher filters the candidates."""
+    urls = ["http://a.fake:1", "http://b.fake:2", "http://c.fake:3"]
+    config = DeploymentConfig(
+        platform="cpu",
+        gateway=GatewaySpec(health_interval_s=0.05),
+        models=[ModelSpec.model_validate({"name": "m", "endpoints": urls, "routing": {"policy": policy}})],
+    )
+    user = next(f"user-{i}" for i in itertools.count() if next(HashRing(urls).walk(f"user-{i}")) == urls[0])
+    messages = [{"role": "user", "content": "A question about routing that is long enough to match. " * 8}]
+    retries = 'gateway_upstream_retries_total{model="m"}'
+
+    with TestClient(create_app(config, transport=httpx.MockTransport(upstream))) as test_client:
+
+        def send(turns: int = 1) -> None:
+            for _ in range(turns):
+                body = {"model": "m", "messages": messages, "user": user}
+                assert test_client.post("/v1/chat/completions", json=body).status_code == 200
+                messages.append({"role": "user", "content": "And then?"})
+
+        send()
+        home = replicas_seen(upstream)[-1]  # the session's, the conversation's, or the next in turn
+        if policy == "session":
+            assert home == urls[0]
+
+        upstream.refused.add(home)
+        send(len(urls))  # least_loaded comes round to it within a turn of the replicas
+        assert upstream.attempts[home] >= 2 and home not in replicas_seen(upstream)[1:]
+        assert counter(test_client.get("/metrics").text, retries) >= 1
+
+        def wait_until_up(up: float) -> None:  # the background health checks' verdict
+            series, deadline = f'gateway_engine_up{{model="m",url="{home}"}}', time.monotonic() + 10
+            while counter(test_client.get("/metrics").text, series) != up:
+                assert time.monotonic() < deadline, f"{home} never came {'up' if up else 'down'}"
+                time.sleep(0.02)
+
+        upstream.refused.clear()
+        upstream.down.add(home)
+        wait_until_up(0.0)  # ejected
+        attempts, before = upstream.attempts[home], counter(test_client.get("/metrics").text, retries)
+        send(2 * len(urls))
+        assert upstream.attempts[home] == attempts, "an ejected replica was tried"
+        assert counter(test_client.get("/metrics").text, retries) == before, "ejection is not a retry"
+
+        upstream.down.clear()
+        wait_until_up(1.0)  # back
+        upstream.seen.clear()
+        for i in range(2 * len(urls)):  # the session comes home; new conversations and turns spread
+            messages[:] = [{"role": "user", "content": f"New question {i}. " * 20}]
+            send()
+        assert home in replicas_seen(upstream)

@@ -10,6 +10,7 @@ with tiny counts: single stream, a two-level sweep, gateway vs direct, transform
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import subprocess
 import sys
@@ -19,10 +20,12 @@ from pathlib import Path
 import pytest
 
 from benchmarks import fake_upstream
-from benchmarks.engine_metrics import TokenCounters, cross_check, read_token_counters
+from benchmarks.bench_cli import build_plan, parse_args
 from benchmarks.load import ChatRequest, raw_post, run_load, run_raw_http
-from benchmarks.suite import BenchPlan, summarize_gateway_runs
+from benchmarks.report import write_report
+from benchmarks.suite import BenchPlan, summarize_gateway_runs, summarize_sampling_runs
 from tests.conftest import ROOT, Stack
+from workload.engine_metrics import TokenCounters, cross_check, read_token_counters
 
 
 def test_cross_check_flags_disagreements_beyond_the_tolerance() -> None:
@@ -53,6 +56,61 @@ def test_gateway_summary_compares_totals_and_median_ttft() -> None:
     assert summary["direct_output_tokens_per_s"] == pytest.approx(1000)
     assert summary["output_tps_ratio"] == pytest.approx(0.985)
     assert summary["added_ttft_p50_ms"] == pytest.approx(11.5 - 10.25)  # medians of the rounds' p50s
+
+
+def test_sampling_summary_compares_sampled_with_greedy_per_plugin_state() -> None:
+    def run(plugin: str, decoding: str, tokens: int, wall: float) -> dict[str, object]:
+        return {"plugin": plugin, "decoding": decoding, "output_tokens": tokens, "wall_s": wall}
+
+    runs = [run("on", "greedy", 1000, 2.0), run("on", "sampled", 800, 2.0), run("on", "greedy", 1000, 2.0)]
+    runs += [run("off", "greedy", 1000, 2.0), run("off", "sampled", 100, 2.0)]
+    summary = summarize_sampling_runs(runs)
+    assert summary["plugin_on"] == {"greedy_tps": 500, "sampled_tps": 400, "sampled_vs_greedy": 0.8}
+    assert summary["plugin_off"]["sampled_vs_greedy"] == pytest.approx(0.1)
+    assert summary["sampled_speedup"] == pytest.approx(8.0)
+    assert summarize_sampling_runs(runs[:3])["sampled_speedup"] is None  # no plugin-off engine (reused engines)
+
+
+def test_sampling_only_plan_and_report(tmp_path: Path) -> None:
+    """`--sampling-only`: that section alone, and a report of just it (no sweep, gateway or transformers)."""
+    plan = build_plan(parse_args(["--sampling-only", "--config", "engine_config/cpu.yaml", "--sampling-rounds", "2"]))
+    assert (plan.only_sampling, plan.sampling_rounds, plan.ratio_concurrency) == (True, 2, 32)
+
+    tokens = {("on", "greedy"): 600, ("on", "sampled"): 500, ("off", "greedy"): 620, ("off", "sampled"): 50}
+    runs = [
+        {"plugin": plugin, "decoding": decoding, "concurrency": c, "output_tokens": n, "wall_s": 1.0}
+        for (plugin, decoding), n in tokens.items()
+        for c in (1, 32)
+    ]
+    levels = [summarize_sampling_runs([r for r in runs if r["concurrency"] == c]) | {"concurrency": c} for c in (1, 32)]
+    section = {
+        "runs": runs,
+        "levels": levels,
+        "concurrency": 32,
+        "prompt_len": 128,
+        "output_len": 128,
+        "sampling": {"temperature": 0.6, "top_p": 0.95},
+        "plugin_off_engine": "started",
+    }
+    results = {
+        "started": "2026-12-01T00:00:00",
+        "config": "engine_config/cpu.yaml",
+        "platform": "cpu",
+        "machine": {"cpus": 2, "load_average": [0.1, 0.1, 0.1]},
+        "reused_engines": False,
+        "plan": dataclasses.asdict(plan),
+        "models": {"r1-distill-tiny": {"token_check": {"runs": [], "problems": []}, "sampling_vs_greedy": section}},
+        "problems": [],
+        "command": "python scripts/bench.py --sampling-only",
+    }
+    write_report(results, tmp_path)
+    report = (tmp_path / "report.md").read_text()
+    assert "## Sampled vs greedy" in report and "Command: `python scripts/bench.py --sampling-only`" in report
+    assert (
+        "| r1-distill-tiny | temperature 0.6, top_p 0.95 | 32 | 600 | 500 | 83.3% | 620 | 50 | 8.1% | 10.0x |" in report
+    )
+    assert "## Side by side" not in report and "## Concurrency sweep" not in report
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["sampling_vs_greedy.png"]
 
 
 @pytest.fixture(scope="module")
@@ -114,6 +172,13 @@ def test_quick_benchmark_end_to_end_against_the_stack(stack: Stack, tmp_path: Pa
         assert row["hf"]["pairs"][0]["output_tokens_per_s"] > 0
         assert row["hf"]["sampling"] == results["plan"]["sampling"] == "greedy"  # the same decoding on both sides
         assert row["vllm_vs_hf"]["ratio"] > 0
+        # Sampled (the model's defaults) beside greedy; reused engines: no plugin-off engine.
+        sampled = row["sampling_vs_greedy"]
+        assert [level["concurrency"] for level in sampled["levels"]] == [1, 8]
+        for level in sampled["levels"]:
+            assert level["plugin_on"]["sampled_tps"] > 0 and level["plugin_on"]["greedy_tps"] > 0
+            assert "plugin_off" not in level  # reused engines: no second engine to compare with
+        assert {r["decoding"] for r in sampled["runs"]} == {"greedy", "sampled"}
         # The per-run counter deltas add up to what the engine's counters moved by over the run.
         runs = row["token_check"]["runs"]
         moved = read_token_counters(stack.engine_url(name)) - before[name]
@@ -121,7 +186,18 @@ def test_quick_benchmark_end_to_end_against_the_stack(stack: Stack, tmp_path: Pa
         assert sum(r["ours"]["generation"] for r in runs) == pytest.approx(moved.generation, rel=0.01)
 
     report = (tmp_path / "report.md").read_text()
-    for heading in ("## Side by side", "## Concurrency sweep", "## Gateway vs direct", "## Token counts"):
+    for heading in (
+        "## Side by side",
+        "## Concurrency sweep",
+        "## Gateway vs direct",
+        "## Sampled vs greedy",
+        "## Token",
+    ):
         assert heading in report
-    for png in ("comparison.png", "throughput_vs_concurrency.png", "latency_vs_concurrency.png"):
+    for png in (
+        "comparison.png",
+        "throughput_vs_concurrency.png",
+        "latency_vs_concurrency.png",
+        "sampling_vs_greedy.png",
+    ):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

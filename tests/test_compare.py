@@ -15,11 +15,15 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from gateway import compare as compare_module
 from gateway.admission import AdmissionGate
 from gateway.app import create_app
 from gateway.compare import Comparer
 from gateway.config import CompareSpec, DeploymentConfig, GatewaySpec, ModelSpec, SamplingDefaults
+from gateway.dispatch import Dispatcher
+from gateway.metrics import GatewayMetrics
 from gateway.routing import Router
+from gateway.upstream import HttpxUpstream
 
 R1_URL = "http://r1.fake:1"
 QWEN_URL = "http://qwen.fake:2"
@@ -264,7 +268,7 @@ def test_engine_refusal_is_reported_for_that_model(
 def test_unknown_model_fails_alone(client: TestClient) -> None:
     events = _stream(client, models=["gpt-4", "qwen"])
     assert _outcome(events) == {"gpt-4": ("error", 404), "qwen-tiny": ("done", None)}
-    assert events[-2]["models"]["gpt-4"]["error"]["code"] == "model_not_found"
+    assert events[-2]["models"]["gpt-4"]["error"]["code"] == 404
 
 
 def test_stream_that_breaks_midway_keeps_the_partial_answer(client: TestClient, engines: FakeEngines) -> None:
@@ -292,7 +296,7 @@ def test_full_admission_gate_is_a_429_for_that_model(engines: FakeEngines) -> No
         held = await full.acquire()  # someone else holds R1's only slot
         try:
             async with httpx.AsyncClient(transport=httpx.MockTransport(engines)) as client:
-                comparer = Comparer(client, router, gates)
+                comparer = Comparer(Dispatcher(HttpxUpstream(client), gates, GatewayMetrics()), router)
                 return await comparer.complete(comparer.plan({"messages": [{"role": "user", "content": "x"}]}))
         finally:
             held.release()
@@ -309,7 +313,8 @@ def test_closing_the_stream_closes_both_upstream_requests(engines: FakeEngines) 
 
     async def run() -> list[dict[str, Any]]:
         async with httpx.AsyncClient(transport=httpx.MockTransport(engines)) as client:
-            comparer = Comparer(client, router)
+            gates = {r.name: AdmissionGate(max_in_flight=4, max_queue=0, queue_timeout_s=1) for r in router.routes}
+            comparer = Comparer(Dispatcher(HttpxUpstream(client), gates, GatewayMetrics()), router)
             stream = comparer.stream(comparer.plan({"messages": [{"role": "user", "content": "x"}]}))
             seen: list[dict[str, Any]] = []
             async for event in stream:
@@ -321,6 +326,7 @@ def test_closing_the_stream_closes_both_upstream_requests(engines: FakeEngines) 
             # Checked inside the loop: asyncio.run would cancel leftover tasks on its way out.
             assert engines.streams[R1_URL].closed and engines.streams[QWEN_URL].closed
             assert all(r.in_flight == 0 for route in router.routes for r in route.replicas)
+            assert all(gate.in_flight == 0 for gate in gates.values())
             return seen
 
     seen = asyncio.run(run())
@@ -506,3 +512,42 @@ def test_real_client_disconnect_stops_both_generations(stack: Any) -> None:
     time.sleep(1)
     assert {m: _generated(stack, m) for m in models} == generated  # no token after the stop
     assert all(0 < generated[m] - before[m] < max_tokens for m in models), (before, generated)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"prompt": "x", "temperature": NaN}',
+        b'{"prompt": "x", "frequency_penalty": Infinity}',  # a field only the engines would read
+        b'{"prompt": "\\ud800 lone surrogate"}',
+        b'{"messages": [{"role": "user", "content": "\\udfff"}]}',
+    ],
+)
+def test_not_json_or_not_text_is_a_400_not_an_empty_success(
+    client: TestClient, engines: FakeEngines, raw: bytes
+) -> None:
+    for stream in (False, True):
+        body = raw[:-1] + (b', "stream": true}' if stream else b"}")
+        response = client.post("/v1/compare", content=body, headers={"content-type": "application/json"})
+        assert response.status_code == 400 and response.json()["error"]["code"] == 400
+    assert not any(engines.seen.values())  # nothing reached an engine
+
+
+def test_a_bug_inside_one_models_run_is_that_models_error(
+    client: TestClient, engines: FakeEngines, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_events = compare_module._events
+
+    def broken(run: Any, chunk: dict[str, Any]) -> list[dict[str, Any]]:
+        if run.model == "qwen-tiny":
+            raise KeyError("a bug")
+        return real_events(run, chunk)
+
+    monkeypatch.setattr(compare_module, "_events", broken)
+    models = client.post("/v1/compare", json={"prompt": "x"}).json()["models"]
+    assert models["qwen-tiny"]["status"] == 500 and "KeyError" in models["qwen-tiny"]["error"]["message"]
+    assert models["r1-tiny"]["error"] is None and models["r1-tiny"]["content"] == "Paris."
+    events = [e for e in _stream(client) if isinstance(e, dict)]
+    error = next(e for e in events if e.get("type") == "error")
+    assert (error["model"], error["status"]) == ("qwen-tiny", 500)
+    assert events[-1]["type"] == "summary" and events[-1]["id"].startswith("cmp_")

@@ -2,7 +2,8 @@
 
 - A FAKE gateway (httpx.MockTransport) checks the runner's own logic in-process: prompts and
   sampling per model, both reasoning fields, verdicts, resume, request errors.
-- The CLI's refusals need no gateway at all.
+- The CLI's refusals need no gateway at all (nor does its refusal to run model-written code
+  without the sandbox's namespace isolation, unless confirmed).
 - The engines test runs `scripts/eval.py` against the REAL test stack (two vLLM engines behind
   the gateway) on a small sample of every suite. The test models have random weights, so they
   score about 0: the test checks that records and report files are produced and well formed.
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -175,6 +178,31 @@ def test_cli_will_not_mix_a_new_run_into_an_old_one(tmp_path: Path) -> None:
     (tmp_path / "records.jsonl").write_text("")
     result = subprocess.run([*EVAL, "--out", str(tmp_path)], capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 2 and "--resume" in result.stderr
+
+
+def test_cli_refuses_code_without_namespace_isolation_unless_confirmed(tmp_path: Path) -> None:
+    # No `unshare` on PATH: the sandbox cannot isolate model-written code here.
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    (tools / "prlimit").symlink_to(shutil.which("prlimit") or "/usr/bin/prlimit")
+    env = {**os.environ, "PATH": str(tools)}
+    url = f"http://127.0.0.1:{_free_port()}"
+
+    def run(*extra: str) -> subprocess.CompletedProcess[str]:
+        argv = [*EVAL, "--gateway", url, "--out", str(tmp_path / "run"), *extra]
+        return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120, check=False)
+
+    refused = run("--suites", "smoke")
+    assert refused.returncode == 2
+    assert "`unshare` is not installed" in refused.stderr
+    assert "--confirm-run-unsafe-code" in refused.stderr and "UNSAFE_CODE=1" in refused.stderr
+    assert "no gateway" not in refused.stderr  # refused before the gateway was asked anything
+    confirmed = run("--suites", "smoke", "--confirm-run-unsafe-code")
+    assert "WARNING: model-written code runs WITHOUT namespace isolation" in confirmed.stderr
+    assert confirmed.returncode == 2 and f"no gateway at {url}" in confirmed.stderr  # got past the sandbox
+    no_code = run("--suites", "math")  # nothing to sandbox, nothing to refuse
+    assert no_code.returncode == 2 and f"no gateway at {url}" in no_code.stderr
+    assert "unshare" not in no_code.stderr
 
 
 @pytest.mark.engines

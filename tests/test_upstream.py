@@ -113,7 +113,9 @@ async def test_json_round_trip_keeps_headers_and_reuses_the_connection(
     upstream = make()
     try:
         for i in range(3):
-            response = await upstream.post(f"{url}/json", b'{"n": %d}' % i, {"X-Request-Id": f"r{i}"}, engine="e")
+            response = await upstream.request(
+                "POST", f"{url}/json", b'{"n": %d}' % i, {"X-Request-Id": f"r{i}"}, engine="e"
+            )
             assert (response.status, json.loads(await response.read())) == (200, {"ok": True})
             assert response.headers["x-engine"] == "fake"
             assert "content-length" not in response.headers  # hop-by-hop: the gateway sets its own
@@ -129,7 +131,7 @@ async def test_json_round_trip_keeps_headers_and_reuses_the_connection(
 async def test_engine_errors_pass_through(make: Callable[[], Upstream], engine: tuple[FakeEngine, str]) -> None:
     upstream = make()
     try:
-        response = await upstream.post(f"{engine[1]}/error", b"{}", {}, engine="e")
+        response = await upstream.request("POST", f"{engine[1]}/error", b"{}", {}, engine="e")
         assert response.status == 400
         assert json.loads(await response.read()) == {"error": {"message": "too long"}}
     finally:
@@ -140,9 +142,9 @@ async def test_engine_errors_pass_through(make: Callable[[], Upstream], engine: 
 async def test_stream_arrives_whole(make: Callable[[], Upstream], engine: tuple[FakeEngine, str]) -> None:
     upstream = make()
     try:
-        response = await upstream.post(f"{engine[1]}/stream", b"{}", {}, engine="e")
+        response = await upstream.request("POST", f"{engine[1]}/stream", b"{}", {}, engine="e")
         received = b"".join([chunk async for chunk in response.chunks()])
-        await response.close()
+        response.close_now()
     finally:
         await upstream.aclose()
     assert received == b"".join(EVENTS)
@@ -156,10 +158,10 @@ async def test_closing_an_unfinished_stream_drops_the_connection(
     fake, url = engine
     upstream = make()
     try:
-        response = await upstream.post(f"{url}/slow", b"{}", {}, engine="e")
+        response = await upstream.request("POST", f"{url}/slow", b"{}", {}, engine="e")
         chunks = response.chunks().__aiter__()
         await chunks.__anext__()
-        await response.close()
+        response.close_now()
         assert fake.slow_stream_ended is not None
         assert await asyncio.wait_for(fake.slow_stream_ended, 5) == "client went away"
     finally:
@@ -172,11 +174,11 @@ async def test_engine_dying_mid_stream_is_an_upstream_error(
 ) -> None:
     upstream = make()
     try:
-        response = await upstream.post(f"{engine[1]}/broken", b"{}", {}, engine="e")
+        response = await upstream.request("POST", f"{engine[1]}/broken", b"{}", {}, engine="e")
         with pytest.raises(UpstreamError, match="dropped the connection"):
             async for _ in response.chunks():
                 pass
-        await response.close()
+        response.close_now()
     finally:
         await upstream.aclose()
 
@@ -189,7 +191,7 @@ async def test_nothing_listening_is_engine_unavailable(make: Callable[[], Upstre
         upstream = make()
         try:
             with pytest.raises(EngineUnavailable, match="not reachable") as caught:
-                await upstream.post(f"http://127.0.0.1:{port}/json", b"{}", {}, engine="r1-tiny")
+                await upstream.request("POST", f"http://127.0.0.1:{port}/json", b"{}", {}, engine="r1-tiny")
         finally:
             await upstream.aclose()
     assert caught.value.status_code == 503 and "r1-tiny" in caught.value.message

@@ -1,8 +1,9 @@
-"""Votes: the SQLite store, its tally and Wilson intervals, and the /v1/compare/votes API
-(in-process, with a FAKE upstream that only answers health checks)."""
+"""Votes: the store (SQLite and a real PostgreSQL), its counters and Wilson intervals, and the
+/v1/compare/votes API in-process with a FAKE upstream."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,11 +15,19 @@ from fastapi.testclient import TestClient
 
 from gateway.app import create_app
 from gateway.config import CompareSpec, DeploymentConfig, GatewaySpec, ModelSpec
-from gateway.votes import Interval, Outcome, Side, Vote, VoteStore, resolve_db_path, wilson_interval
-
-
-def vote(left: str, right: str, outcome: Outcome, **extra: Any) -> Vote:
-    return Vote("Capital of France?", Side(left, f"{left} says"), Side(right, f"{right} says"), outcome, **extra)
+from gateway.database import open_database
+from gateway.errors import Conflict, InvalidRequest, NotFound
+from gateway.votes import (
+    ComparisonRecord,
+    Interval,
+    Judgement,
+    Outcome,
+    VoteOutcome,
+    VoteStore,
+    resolve_db_target,
+    wilson_interval,
+)
+from tests.postgres import temporary_postgres
 
 
 # Reference values: Newcombe (1998), "Two-sided confidence intervals for the single
@@ -39,39 +48,68 @@ def test_wilson_interval_edges() -> None:
     assert full.high == 1.0 and 0.88 < full.low < 0.89  # all wins still leaves doubt below 1
 
 
-def test_store_keeps_everything_about_a_vote(tmp_path: Path) -> None:
-    store = VoteStore(tmp_path / "sub" / "votes.sqlite3")  # the directory is created
-    original = Vote(
-        prompt="Why is the sky blue?",
-        left=Side("r1-tiny", "Rayleigh.", "Light scatters...", {"ttft_s": 0.1, "total_s": 2.0}),
-        right=Side("qwen-tiny", "Because.", "", {"ttft_s": 0.05, "total_s": 1.0}),
-        outcome="both_bad",
-        params={"max_tokens": 64, "seed": 7},
-        anonymous=True,
+# ---------- the store, on both databases ----------
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    with temporary_postgres() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VoteStore]:
+    if request.param == "sqlite":
+        db = open_database(tmp_path / "sub" / "votes.sqlite3")  # the directory is created
+    else:
+        db = open_database(request.getfixturevalue("postgres_url"))
+        with db.transaction() as tx:  # a clean slate per test on the shared server
+            for table in ("comparisons", "judgements", "judgement_tally"):
+                tx.execute(f"DROP TABLE IF EXISTS {table}")
+    yield VoteStore(db)
+    db.close()
+
+
+def comparison(
+    cid: str, *models: str, failed: tuple[str, ...] = (), created_at: float | None = None
+) -> ComparisonRecord:
+    outcomes = {
+        m: Outcome(status=502 if m in failed else 200, answer=f"{m} says hi", answer_chars=len(m) + 7) for m in models
+    }
+    extra: dict[str, Any] = {} if created_at is None else {"created_at": created_at}
+    return ComparisonRecord(
+        id=cid, source="compare", models=outcomes, prompt=[{"role": "user", "content": "Hi"}], **extra
     )
-    vote_id = store.add(original)
-    assert store.get(vote_id) == original
-    assert store.get(vote_id + 1) is None
 
 
-def test_votes_survive_a_restart(tmp_path: Path) -> None:
-    path = tmp_path / "votes.sqlite3"
-    first = VoteStore(path)
-    first.add(vote("r1-tiny", "qwen-tiny", "left"))
-    first.add(vote("qwen-tiny", "r1-tiny", "tie"))
-    del first
-    again = VoteStore(path)  # a new process would do exactly this
-    [pair] = again.tally()
-    assert (pair.votes, pair.wins["r1-tiny"], pair.ties) == (2, 1, 1)
-    again.add(vote("r1-tiny", "qwen-tiny", "right"))
-    assert again.tally()[0].wins == {"qwen-tiny": 1, "r1-tiny": 1}
-    with sqlite3.connect(path) as db:  # an ordinary SQLite file that other tools can read
-        assert db.execute("SELECT COUNT(*) FROM votes").fetchone() == (3,)
+def test_a_vote_counts_once_and_takes_its_answers_from_the_record(store: VoteStore) -> None:
+    store.save_comparison(comparison("cmp_1", "r1-tiny", "qwen-tiny"))
+    receipt = store.add_vote("cmp_1", left="r1-tiny", right="qwen-tiny", outcome="left", anonymous=True)
+    assert (receipt.left, receipt.right, receipt.outcome) == ("r1-tiny", "qwen-tiny", "left")
+    with pytest.raises(Conflict):
+        store.add_vote("cmp_1", left="r1-tiny", right="qwen-tiny", outcome="right")
+    [pair] = store.tally()
+    assert (pair.votes, pair.wins) == (1, {"qwen-tiny": 0, "r1-tiny": 1})
+    assert store.judgements() == [Judgement("r1-tiny", "qwen-tiny", "left", 14, 16)]
+    record = store.get_comparison("cmp_1")
+    assert record is not None and record.models["r1-tiny"].answer == "r1-tiny says hi"
 
 
-def test_tally_counts_wins_by_model_whatever_the_side(tmp_path: Path) -> None:
-    store = VoteStore(tmp_path / "votes.sqlite3")
-    outcomes: list[tuple[str, str, Outcome]] = [
+def test_votes_on_comparisons_the_server_never_ran_are_refused(store: VoteStore) -> None:
+    store.save_comparison(comparison("cmp_1", "r1-tiny", "qwen-tiny", failed=("qwen-tiny",)))
+    with pytest.raises(NotFound):
+        store.add_vote("cmp_forged", left="r1-tiny", right="qwen-tiny", outcome="left")
+    with pytest.raises(InvalidRequest, match="not part of"):
+        store.add_vote("cmp_1", left="r1-tiny", right="gpt-4", outcome="left")
+    with pytest.raises(InvalidRequest, match="did not answer"):
+        store.add_vote("cmp_1", left="r1-tiny", right="qwen-tiny", outcome="left")
+    with pytest.raises(InvalidRequest, match="two different"):
+        store.add_vote("cmp_1", left="r1-tiny", right="r1-tiny", outcome="left")
+    assert store.tally() == []
+
+
+def test_tally_counts_wins_by_model_whatever_the_side(store: VoteStore) -> None:
+    outcomes: list[tuple[str, str, VoteOutcome]] = [
         ("r1-tiny", "qwen-tiny", "left"),  # r1 wins
         ("qwen-tiny", "r1-tiny", "right"),  # r1 wins from the right
         ("qwen-tiny", "r1-tiny", "left"),  # qwen wins
@@ -79,30 +117,66 @@ def test_tally_counts_wins_by_model_whatever_the_side(tmp_path: Path) -> None:
         ("qwen-tiny", "r1-tiny", "both_bad"),
         ("qwen-tiny", "r1-tiny", "both_bad"),
         ("smol", "qwen-tiny", "left"),  # another pair
+        ("tie", "both_bad", "left"),  # model names that look like outcomes are still models
     ]
-    for left, right, outcome in outcomes:
-        store.add(vote(left, right, outcome))
-    main, other = store.tally()  # most votes first
+    for i, (left, right, outcome) in enumerate(outcomes):
+        store.save_comparison(comparison(f"cmp_{i}", left, right))
+        store.add_vote(f"cmp_{i}", left=left, right=right, outcome=outcome)
+    main, *others = store.tally()  # most votes first
     assert main.models == ("qwen-tiny", "r1-tiny")
     assert (main.votes, main.wins, main.ties, main.both_bad) == (6, {"qwen-tiny": 1, "r1-tiny": 2}, 1, 2)
     rates = main.win_rates()
     assert rates["r1-tiny"] == wilson_interval(2, 6) and rates["qwen-tiny"] == wilson_interval(1, 6)
-    assert (other.models, other.votes, other.wins) == (("qwen-tiny", "smol"), 1, {"qwen-tiny": 0, "smol": 1})
+    by_models = {t.models: t for t in others}
+    assert by_models[("qwen-tiny", "smol")].wins == {"qwen-tiny": 0, "smol": 1}
+    assert (by_models[("both_bad", "tie")].wins, by_models[("both_bad", "tie")].ties) == ({"both_bad": 0, "tie": 1}, 0)
 
 
-def test_model_names_that_look_like_outcomes_are_still_models(tmp_path: Path) -> None:
-    store = VoteStore(tmp_path / "votes.sqlite3")
-    store.add(vote("tie", "both_bad", "left"))
-    [pair] = store.tally()
-    assert (pair.wins, pair.ties, pair.both_bad) == ({"both_bad": 0, "tie": 1}, 0, 0)
+def test_unvoted_comparisons_expire_and_are_capped(store: VoteStore) -> None:
+    store.pending_ttl_s, store.max_pending = 100, 3
+    store.save_comparison(comparison("old", "a", "b", created_at=1_000.0))
+    store.save_comparison(comparison("voted", "a", "b", created_at=1_000.0))
+    store.add_vote("voted", left="a", right="b", outcome="tie")
+    for i in range(5):
+        store.save_comparison(comparison(f"new{i}", "a", "b", created_at=2_000.0 + i))
+    store.prune(now=2_050.0)
+    assert store.get_comparison("old") is None  # past its time
+    assert store.get_comparison("voted") is not None  # the audit trail of a vote stays
+    assert [store.get_comparison(f"new{i}") is not None for i in range(5)] == [False, False, True, True, True]
 
 
-def test_db_path_is_relative_to_the_project_root(tmp_path: Path) -> None:
-    assert resolve_db_path(".cache/votes.sqlite3", tmp_path) == tmp_path / ".cache/votes.sqlite3"
-    assert resolve_db_path(str(tmp_path / "abs.db"), Path("/elsewhere")) == tmp_path / "abs.db"
+def test_votes_survive_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "votes.sqlite3"
+    first = VoteStore(open_database(path))
+    first.save_comparison(comparison("cmp_1", "r1-tiny", "qwen-tiny"))
+    first.add_vote("cmp_1", left="qwen-tiny", right="r1-tiny", outcome="right")
+    again = VoteStore(open_database(path))  # a new process would do exactly this
+    assert again.tally()[0].wins == {"qwen-tiny": 0, "r1-tiny": 1}
+    with sqlite3.connect(path) as db:  # an ordinary SQLite file that other tools can read
+        assert db.execute("SELECT outcome FROM judgements").fetchall() == [("right",)]
 
 
-# ---------- the HTTP API ----------
+def test_db_target_is_a_url_or_a_path_relative_to_the_project_root(tmp_path: Path) -> None:
+    assert resolve_db_target(".cache/votes.sqlite3", tmp_path) == tmp_path / ".cache/votes.sqlite3"
+    assert resolve_db_target(str(tmp_path / "abs.db"), Path("/elsewhere")) == tmp_path / "abs.db"
+    assert resolve_db_target("postgresql://gw@db/votes", tmp_path) == "postgresql://gw@db/votes"
+
+
+# ---------- the HTTP API (FAKE upstream) ----------
+
+
+def fake_engine(request: httpx.Request) -> httpx.Response:
+    """Answers health checks, and every chat request with a two-token stream named after the engine."""
+    if request.url.path == "/health":
+        return httpx.Response(200)
+    name = json.loads(request.content)["model"]
+    events = [
+        {"choices": [{"delta": {"content": f"{name}:"}}]},
+        {"choices": [{"delta": {"content": " hi"}, "finish_reason": "stop"}]},
+        {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2}},
+    ]
+    body = b"".join(f"data: {json.dumps(e)}\n\n".encode() for e in events) + b"data: [DONE]\n\n"
+    return httpx.Response(200, content=body, headers={"content-type": "text/event-stream"})
 
 
 @pytest.fixture
@@ -115,47 +189,41 @@ def client(tmp_path: Path) -> Iterator[TestClient]:
             ModelSpec(name="qwen-tiny", aliases=["qwen"], endpoints=["http://qwen.fake:2"]),
         ],
     )
-    app = create_app(config, transport=httpx.MockTransport(lambda _: httpx.Response(200)))  # FAKE: health only
+    app = create_app(config, transport=httpx.MockTransport(fake_engine))
     with TestClient(app) as test_client:
         yield test_client
 
 
-def post_vote(client: TestClient, left: str, right: str, outcome: str) -> httpx.Response:
-    body = {
-        "prompt": "Capital of France?",
-        "left": {"model": left, "answer": "Paris", "timings": {"ttft_s": 0.2}},
-        "right": {"model": right, "answer": "Lyon", "reasoning": "hmm"},
-        "vote": outcome,
-        "params": {"max_tokens": 32, "seed": 1},
-        "anonymous": True,
-    }
-    return client.post("/v1/compare/votes", json=body)
+def run_comparison(client: TestClient) -> str:
+    response = client.post("/v1/compare", json={"prompt": "Hi", "max_tokens": 4})
+    assert response.status_code == 200, response.text
+    return str(response.json()["id"])
 
 
-def test_vote_api_stores_and_returns_the_updated_tally(client: TestClient, tmp_path: Path) -> None:
-    assert client.get("/v1/compare/votes").json() == {"object": "compare.tally", "total_votes": 0, "pairs": []}
-    saved = post_vote(client, "r1", "qwen-tiny", "left")  # an alias is counted under the served name
+def test_a_vote_names_a_comparison_the_server_ran_and_counts_once(client: TestClient, tmp_path: Path) -> None:
+    cid = run_comparison(client)
+    vote = {"comparison_id": cid, "left": "r1", "right": "qwen-tiny", "vote": "left", "anonymous": True}
+    saved = client.post("/v1/compare/votes", json=vote)
     assert saved.status_code == 200, saved.text
-    assert (saved.json()["left"], saved.json()["right"]) == ("r1-tiny", "qwen-tiny")
-    post_vote(client, "qwen", "r1", "tie")
-    tally = client.get("/v1/compare/votes").json()
-    assert tally["total_votes"] == 2
-    [pair] = tally["pairs"]
-    assert pair["models"] == ["qwen-tiny", "r1-tiny"] and pair["wins"] == {"qwen-tiny": 0, "r1-tiny": 1}
-    assert pair["ties"] == 1 and pair["both_bad"] == 0
-    expected = wilson_interval(1, 2)
-    assert pair["win_rate"]["r1-tiny"] == {"rate": 0.5, "low": expected.low, "high": expected.high}
-    stored = VoteStore(tmp_path / "votes.sqlite3").get(saved.json()["id"])
-    assert stored is not None and stored.anonymous and stored.right.reasoning == "hmm"
-    assert stored.left.timings == {"ttft_s": 0.2} and stored.params == {"max_tokens": 32, "seed": 1}
+    assert saved.json()["left"] == "r1-tiny" and saved.json()["tally"]["total_votes"] == 1
+    again = client.post("/v1/compare/votes", json=vote)
+    assert again.status_code == 409 and again.json()["error"]["code"] == 409
+    record = VoteStore(open_database(tmp_path / "votes.sqlite3")).get_comparison(cid)
+    assert record is not None and record.models["r1-tiny"].answer == "r1-tiny: hi"  # the server's own answer
+    assert client.get("/v1/compare/votes").json()["total_votes"] == 1
 
 
-@pytest.mark.parametrize(
-    ("left", "right", "outcome", "status"),
-    [("r1", "r1-tiny", "left", 400), ("r1", "gpt-4", "left", 404), ("r1", "qwen", "maybe", 400)],
-)
-def test_bad_votes_are_refused(client: TestClient, left: str, right: str, outcome: str, status: int) -> None:
-    response = post_vote(client, left, right, outcome)
-    assert response.status_code == status
-    assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+def test_forged_votes_are_refused(client: TestClient) -> None:
+    cid = run_comparison(client)
+    forged = [
+        # today's old format, carrying its own answers and names
+        {"prompt": "x", "left": {"model": "r1", "answer": "I win"}, "right": {"model": "qwen"}, "vote": "left"},
+        {"comparison_id": "cmp_made_up", "left": "r1", "right": "qwen", "vote": "left"},  # never issued
+        {"comparison_id": cid, "left": "r1", "right": "qwen", "vote": "left", "answer": "extra"},  # extra field
+        {"comparison_id": cid, "left": "r1", "right": "gpt-4", "vote": "left"},  # unknown model
+        {"comparison_id": cid, "left": "r1", "right": "r1-tiny", "vote": "left"},  # same model twice
+        {"comparison_id": cid, "left": "r1", "right": "qwen", "vote": "maybe"},
+    ]
+    statuses = [client.post("/v1/compare/votes", json=body).status_code for body in forged]
+    assert statuses == [400, 404, 400, 404, 400, 400]
     assert client.get("/v1/compare/votes").json()["total_votes"] == 0

@@ -1,5 +1,6 @@
 """The side-by-side page in a real browser: Playwright driving Debian's Chromium against the
-real test stack (two vLLM engines behind the gateway). Saves test-artifacts/compare-page.png.
+real test stack (two vLLM engines behind the gateway). Saves test-artifacts/compare-page.png
+and, for the "Live pairs" view, test-artifacts/live-pairs.png.
 
 Needs `apt-get install chromium` and the PyPI `playwright` package; `playwright install` is
 not used (it downloads its own browser builds, which these machines cannot reach).
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import re
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,8 @@ from typing import Any
 import httpx
 import pytest
 from playwright.sync_api import BrowserContext, Page, Route, expect, sync_playwright
+
+from tests.conftest import extra_gateway, suite_port
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -133,3 +137,64 @@ def test_page_asks_for_an_api_key_on_401_and_sends_it(stack: Any, browser: Brows
     expect(page.locator("#model-left option")).to_have_count(2)  # settings arrived after the key
     page.evaluate("localStorage.removeItem('compare.apiKey')")  # the profile is shared within this module
     page.close()
+
+
+@pytest.mark.engines
+def test_live_pairs_view_reviews_blind_pairs_and_counts_each_vote_once(
+    stack: Any, browser: BrowserContext, tmp_path: Path
+) -> None:
+    """A gateway with the mirror on and prompts stored records two pairs of real traffic; the
+    page's "Live pairs" view shows one blind, takes the vote, reveals the names, counts it in
+    the live tally (not the side-by-side one), and moves on to the other pair."""
+    port = suite_port(66)
+    traffic = [
+        {"name": "assistant", "primary": "qwen", "candidate": "r1", "mirror_fraction": 1.0, "store_prompts": True}
+    ]
+    votes_db = {"compare": {"votes_db": str(tmp_path / "votes.sqlite3")}}
+    with extra_gateway(stack, tmp_path, port=port, gateway=votes_db, traffic=traffic) as url:
+        prompts = ["Why is the sky blue? Answer in two sentences.", "Write a haiku about autumn rain."]
+        for prompt in prompts:
+            body = {"model": "assistant", "messages": [{"role": "user", "content": prompt}], "max_tokens": 48}
+            assert httpx.post(f"{url}/v1/chat/completions", json=body, timeout=300).status_code == 200
+        deadline = time.monotonic() + 120
+        while httpx.get(f"{url}/v1/traffic", timeout=10).json()["data"][0]["counters"]["mirror"]["saved"] < 2:
+            assert time.monotonic() < deadline, "the mirror did not record both pairs"
+            time.sleep(0.3)
+
+        page, errors = open_page(browser, f"{url}/")
+        page.wait_for_selector("body[data-live-ready='true']")
+        page.click("#tab-live")
+        expect(page.locator("#live-view")).to_be_visible()
+        expect(page.locator("#compare-view")).to_be_hidden()
+        expect(page.locator("#live-counts")).to_contain_text("2 pairs stored")
+        shown = page.inner_text("#live-prompt .messages")
+        assert any(prompt in shown for prompt in prompts)
+        for side, letter in (("left", "A"), ("right", "B")):
+            assert page.inner_text(f"#live-{side} .model-name") == f"Model {letter}"  # blind until the vote
+            text = page.inner_text(f"#live-{side} .answer") + page.inner_text(f"#live-{side} .reasoning-text")
+            assert len(text.strip()) > 5, f"{side} column stayed empty"
+            assert page.inner_text(f"#live-{side} [data-metric='total']") == "after the vote"
+        first_prompt = next(prompt for prompt in prompts if prompt in shown)
+
+        page.click("button.live-vote[data-vote='right']")
+        expect(page.locator("#live-tally")).to_have_attribute("data-total-votes", "1")
+        names = [page.inner_text(f"#live-{side} .model-name") for side in ("left", "right")]
+        assert sorted(name.split(" · ")[1] for name in names) == ["qwen-tiny", "r1-tiny"]
+        expect(page.locator("#live-status")).to_contain_text("saved")
+        expect(page.locator("button.live-vote[data-vote='left']")).to_be_disabled()  # one vote per pair
+        expect(page.locator("#live-tally .pair")).to_contain_text("r1-tiny")
+        assert httpx.get(f"{url}/v1/traffic/tally", timeout=10).json()["total_votes"] == 1
+        assert httpx.get(f"{url}/v1/compare/votes", timeout=10).json()["total_votes"] == 0  # kept apart
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "live-pairs.png"), full_page=True)
+
+        page.click("#live-next")  # the other pair, never the voted one
+        expect(page.locator("#live-prompt .messages")).not_to_contain_text(first_prompt)
+        expect(page.locator("#live-counts")).to_contain_text("1 voted")
+        assert page.inner_text("#live-left .model-name") == "Model A"
+        page.click("button.live-vote[data-vote='tie']")
+        expect(page.locator("#live-tally")).to_have_attribute("data-total-votes", "2")
+        page.click("#live-next")
+        expect(page.locator("#live-status")).to_contain_text("No pair is waiting")
+        assert not errors, errors
+        page.close()

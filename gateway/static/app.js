@@ -1,7 +1,8 @@
 // The side-by-side page: streams POST /v1/compare into two columns, then records a vote.
 // No build step: a plain ES module. Model output is only ever set with textContent.
+// live.js (the "Live pairs" view) imports the helpers marked `export`.
 
-const $ = (selector, root = document) => root.querySelector(selector);
+export const $ = (selector, root = document) => root.querySelector(selector);
 const KEY_STORAGE = "compare.apiKey";
 const HISTORY_STORAGE = "compare.history";
 const HISTORY_SIZE = 8;
@@ -16,7 +17,7 @@ const state = {
 // ---------- talking to the gateway (with the API key when it asks for one) ----------
 
 // Background polls pass askKey=false: a cancelled key dialog must not come back every 5 s.
-async function api(path, options = {}, { askKey = true } = {}) {
+export async function api(path, options = {}, { askKey = true } = {}) {
   for (;;) {
     const headers = new Headers(options.headers || {});
     const key = localStorage.getItem(KEY_STORAGE);
@@ -53,7 +54,7 @@ function askForKey(reason) {
   return keyPrompt;
 }
 
-async function errorMessage(response) {
+export async function errorMessage(response) {
   const text = await response.text();
   try {
     const error = JSON.parse(text).error;
@@ -263,6 +264,7 @@ function handleEvent(run, event) {
   if (state.run !== run) return;
   if (event.type === "summary") {
     run.seed = event.seed;
+    run.comparisonId = event.id;  // the server keeps the answers under it; a vote names only this id
     for (const [model, summary] of Object.entries(event.models)) {
       const side = run.bySide(model);
       if (side) { run.sides[side].summary = summary; showMetrics(run, side); }
@@ -359,7 +361,7 @@ function showParams(run, side) {
   el.textContent = parts.join(" · ");
 }
 
-function seconds(value) { return value == null ? "–" : value < 1 ? `${Math.round(value * 1000)} ms` : `${value.toFixed(2)} s`; }
+export function seconds(value) { return value == null ? "–" : value < 1 ? `${Math.round(value * 1000)} ms` : `${value.toFixed(2)} s`; }
 function words(text) { return text.trim() ? text.trim().split(/\s+/).length : 0; }
 
 function follow(el) {
@@ -379,7 +381,7 @@ function hideBanner() { $("#banner").hidden = true; }
 // ---------- votes and tally ----------
 
 function setVoting(enabled, text) {
-  document.querySelectorAll("button.vote").forEach((b) => { b.disabled = !enabled; b.classList.remove("chosen"); });
+  document.querySelectorAll("#vote-bar button.vote").forEach((b) => { b.disabled = !enabled; b.classList.remove("chosen"); });
   $("#vote-bar").classList.toggle("ready", enabled);
   $("#vote-status").textContent = text;
 }
@@ -388,20 +390,14 @@ async function vote(outcome, button) {
   const run = state.run;
   if (!run || !run.finished || run.voted) return;
   run.voted = true;
-  document.querySelectorAll("button.vote").forEach((b) => { b.disabled = true; });
+  document.querySelectorAll("#vote-bar button.vote").forEach((b) => { b.disabled = true; });
   button.classList.add("chosen");
-  const side = (s) => ({
-    model: run.sides[s].model,
-    answer: run.sides[s].answer,
-    reasoning: run.sides[s].reasoning,
-    timings: run.sides[s].summary?.timings || {},
-  });
   const response = await api("/v1/compare/votes", {
     method: "POST",
     headers: { "Content-Type": "application/json" },
     body: JSON.stringify({
-      prompt: run.prompt, left: side("left"), right: side("right"), vote: outcome,
-      params: { ...run.params, seed: run.seed }, anonymous: run.anonymous,
+      comparison_id: run.comparisonId, left: run.sides.left.model, right: run.sides.right.model,
+      vote: outcome, anonymous: run.anonymous,
     }),
   });
   if (!response.ok) {
@@ -414,7 +410,7 @@ async function vote(outcome, button) {
   SIDES.forEach((s) => { $(".model-name", column(s)).textContent = label(run, s); showParams(run, s); });
   const verdict = { left: `${saved.left} (left) was better`, right: `${saved.right} (right) was better`,
     tie: "a tie", both_bad: "both bad" }[outcome];
-  $("#vote-status").textContent = `Vote #${saved.id} saved: ${verdict}.${run.anonymous ? ` Left was ${saved.left}, right was ${saved.right}.` : ""}`;
+  $("#vote-status").textContent = `Vote on ${saved.comparison_id} saved: ${verdict}.${run.anonymous ? ` Left was ${saved.left}, right was ${saved.right}.` : ""}`;
   renderTally(saved.tally);
 }
 
@@ -425,8 +421,7 @@ async function refreshTally() {
   } catch { /* the next vote refreshes it */ }
 }
 
-function renderTally(tally) {
-  const box = $("#tally");
+export function renderTally(tally, box = $("#tally")) {
   box.dataset.totalVotes = String(tally.total_votes);
   if (!tally.pairs.length) {
     const p = document.createElement("p");
@@ -484,11 +479,31 @@ function renderPair(pair) {
   middle.textContent = `ties ${pair.ties} · both bad ${pair.both_bad}`;
   rates.append(rate(a, "a"), middle, rate(b, "b"));
 
-  wrap.append(title, bar, rates);
+  // Chatbot Arena's style control: the same votes, read at equal answer lengths.
+  const control = document.createElement("div");
+  control.className = "rates controlled";
+  const lc = pair.length_controlled;
+  if (lc) {
+    const at = (model, kind) => {
+      const r = lc.win_rate[model];
+      const el = document.createElement("span");
+      el.className = `rate ${kind}`;
+      el.textContent = `${model} ${pct(r.rate)}  [${pct(r.low)}–${pct(r.high)}]`;
+      return el;
+    };
+    const note = document.createElement("span");
+    note.className = "rate muted";
+    note.textContent = `length-controlled · ${lc.votes} decisive votes`;
+    control.append(at(a, "a"), note, at(b, "b"));
+  } else {
+    control.classList.add("muted");
+    control.textContent = "length-controlled estimate: after 10 decisive votes with answers of different lengths";
+  }
+  wrap.append(title, bar, rates, control);
   return wrap;
 }
 
-function pct(x) { return `${Math.round(x * 100)}%`; }
+export function pct(x) { return `${Math.round(x * 100)}%`; }
 
 // ---------- start ----------
 
@@ -511,6 +526,22 @@ function fillModelChoices(models) {
   }
 }
 
+// A plain link cannot send the API key: with a key saved, fetch the report with it and show
+// that copy (self-contained: its plots are embedded; its links to source files need the key too).
+async function openReport(event) {
+  if (!localStorage.getItem(KEY_STORAGE)) return;  // no key: the link itself works
+  event.preventDefault();
+  const tab = window.open("", "_blank");
+  const response = await api("/report/");
+  if (!response.ok) {
+    tab?.close();
+    showBanner(`Cannot open the report: ${await errorMessage(response)}`);
+    return;
+  }
+  const blob = new Blob([await response.text()], { type: "text/html" });
+  if (tab) tab.location = URL.createObjectURL(blob);
+}
+
 async function init() {
   bindSlider("temperature");
   bindSlider("top-p");
@@ -521,7 +552,8 @@ async function init() {
   $("#key-button").addEventListener("click", async () => {
     if (await askForKey("Set the key sent as 'Authorization: Bearer'.")) { refreshEngines(); refreshTally(); }
   });
-  document.querySelectorAll("button.vote").forEach((button) => {
+  $("#report-link").addEventListener("click", openReport);
+  document.querySelectorAll("#vote-bar button.vote").forEach((button) => {
     button.addEventListener("click", () => vote(button.dataset.vote, button));
   });
   try {

@@ -1,0 +1,142 @@
+"""The routing benchmark's records as ratios, a Markdown table and a plot (nothing here measures).
+
+results = json.loads(Path("results/bench/routing/results.json").read_text())
+results["summary"] = summarize(results["runs"])
+print(table(results)); write(results, Path("results/bench/routing"))
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure  # not pyplot: no global figure state, no display backend
+
+POLICIES = ("least_loaded", "prefix")
+
+
+def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-round ratios prefix / least_loaded and their medians."""
+    rounds = sorted({r["round"] for r in records})
+
+    def pick(workload: str, policy: str, round_: int) -> dict[str, Any] | None:
+        return next(
+            (r for r in records if (r["workload"], r["policy"], r["round"]) == (workload, policy, round_)), None
+        )
+
+    per_round = []
+    for round_ in rounds:
+        ll, px = pick("multi-turn", "least_loaded", round_), pick("multi-turn", "prefix", round_)
+        ll_np, px_np = pick("pair-128-256", "least_loaded", round_), pick("pair-128-256", "prefix", round_)
+        row: dict[str, Any] = {"round": round_}
+        if ll and px:
+            row["hit_rate"] = (ll["hit_rate"], px["hit_rate"])
+            row["hit_rate_ratio"] = _ratio(px["hit_rate"], ll["hit_rate"])
+            row["ttft_p50_ms"] = (ll["ttft_p50_ms"], px["ttft_p50_ms"])
+            row["ttft_p50_reduction"] = (
+                1 - px["ttft_p50_ms"] / ll["ttft_p50_ms"] if ll["ttft_p50_ms"] and px["ttft_p50_ms"] else None
+            )
+            row["multi_turn_tok_s"] = tokens_per_s(ll, px)
+            row["multi_turn_tok_s_ratio"] = _ratio(row["multi_turn_tok_s"][1], row["multi_turn_tok_s"][0])
+        if ll_np and px_np:
+            row["no_prefix_tok_s"] = tokens_per_s(ll_np, px_np)
+            row["no_prefix_tok_s_ratio"] = _ratio(row["no_prefix_tok_s"][1], row["no_prefix_tok_s"][0])
+        per_round.append(row)
+
+    def median(key: str) -> float | None:
+        values = [r[key] for r in per_round if r.get(key) is not None]
+        return statistics.median(values) if values else None
+
+    keys = ("hit_rate_ratio", "ttft_p50_reduction", "multi_turn_tok_s_ratio", "no_prefix_tok_s_ratio")
+    return {
+        "rounds": per_round,
+        "median": {key: median(key) for key in keys},
+        "failures": sum(r["failures"] for r in records),
+        "token_checks": sorted({str(r["token_check"]) for r in records}),
+    }
+
+
+def tokens_per_s(*records: dict[str, Any]) -> tuple[float | None, ...]:
+    """Output tokens/s of runs to compare, the same measure for all: over each run's steady window
+    (the engines' counters) if every one has it, else Locust's whole-run figure, which moves by a
+    whole request's tokens with how many requests fit in the run (records of the first full run
+    have only that one)."""
+    key = "steady_tokens_per_s" if all(r.get("steady_tokens_per_s") is not None for r in records) else None
+    return tuple(r.get(key or "output_tokens_per_s") for r in records)
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def one_line(r: dict[str, Any]) -> str:
+    hit = _fmt(r["hit_rate"], ".1%")
+    return (
+        f"{r['requests']} requests, {r['failures']} failed, {r['output_tokens_per_s']:.1f} output tok/s "
+        f"(steady {_fmt(r.get('steady_tokens_per_s'), '.1f')}), "
+        f"TTFT p50 {_fmt(r['ttft_p50_ms'], '.0f')} ms, prefix-cache hit rate {hit}, "
+        f"per engine {[int(x) for x in r['requests_per_engine']]}, decisions {r['routing_decisions']}"
+    )
+
+
+def table(results: dict[str, Any]) -> str:
+    lines = [
+        "| round | hit rate least_loaded / prefix | ratio (goal >= 1.5x) | TTFT p50 least_loaded / prefix "
+        "| reduction (goal >= 25%) | multi-turn tok/s ratio | no shared prefix: tok/s least_loaded / prefix "
+        "| ratio (goal >= 97%) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in results["summary"]["rounds"]:
+        hit = row.get("hit_rate", (None, None))
+        ttft = row.get("ttft_p50_ms", (None, None))
+        tok = row.get("no_prefix_tok_s", (None, None))
+        lines.append(
+            f"| {row['round']} | {_fmt(hit[0], '.1%')} / {_fmt(hit[1], '.1%')} "
+            f"| {_fmt(row.get('hit_rate_ratio'), '.2f')}x "
+            f"| {_fmt(ttft[0], ',.0f')} / {_fmt(ttft[1], ',.0f')} ms | {_fmt(row.get('ttft_p50_reduction'), '.0%')} "
+            f"| {_fmt(row.get('multi_turn_tok_s_ratio'), '.2f')}x | {_fmt(tok[0], '.1f')} / {_fmt(tok[1], '.1f')} "
+            f"| {_fmt(row.get('no_prefix_tok_s_ratio'), '.1%')} |"
+        )
+    m = results["summary"]["median"]
+    lines.append(
+        f"| **median** | | **{_fmt(m['hit_rate_ratio'], '.2f')}x** | | **{_fmt(m['ttft_p50_reduction'], '.0%')}** "
+        f"| **{_fmt(m['multi_turn_tok_s_ratio'], '.2f')}x** | | **{_fmt(m['no_prefix_tok_s_ratio'], '.1%')}** |"
+    )
+    return "\n".join(lines)
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    rows = results["summary"]["rounds"]
+    figure = Figure(figsize=(12, 3.6))
+    panels = (
+        ("hit_rate", "prefix-cache hit rate (multi-turn)", 100, "%"),
+        ("ttft_p50_ms", "TTFT p50, ms (multi-turn)", 1, "ms"),
+        ("no_prefix_tok_s", "output tok/s (no shared prefix)", 1, "tok/s"),
+    )
+    for i, (key, title, scale, unit) in enumerate(panels):
+        ax = figure.add_subplot(1, 3, i + 1)
+        xs = [r["round"] for r in rows if key in r]
+        for j, (policy, color) in enumerate(zip(POLICIES, ("tab:gray", "tab:blue"), strict=True)):
+            values = [(r[key][j] or 0) * scale for r in rows if key in r]
+            ax.bar([x + (j - 0.5) * 0.38 for x in xs], values, width=0.38, color=color, label=policy)
+        ax.set_title(title)
+        ax.set_xlabel("round")
+        ax.set_ylabel(unit)
+        ax.set_xticks(xs)
+        if i == 0:
+            ax.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+def write(results: dict[str, Any], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "report.md").write_text(f"# Routing benchmark, {results['date']}\n\n{table(results)}\n")
+    plot(results, out / "routing.png")

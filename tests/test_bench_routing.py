@@ -1,0 +1,66 @@
+"""The routing benchmark's summary, table and plot (benchmarks/routing_report.py) from made-up records;
+the measuring part runs real engines and is not a test (scripts/bench_routing.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benchmarks.routing_report import summarize, table, write
+
+
+def record(workload: str, policy: str, round_: int, **values: Any) -> dict[str, Any]:
+    return {
+        "workload": workload,
+        "policy": policy,
+        "round": round_,
+        "failures": 0,
+        "token_check": "agree",
+        "hit_rate": None,
+        "ttft_p50_ms": None,
+        "output_tokens_per_s": 0.0,
+    } | values
+
+
+RECORDS = [
+    record("multi-turn", "least_loaded", 1, hit_rate=0.4, ttft_p50_ms=2000.0, output_tokens_per_s=50.0),
+    record("multi-turn", "prefix", 1, hit_rate=0.8, ttft_p50_ms=1000.0, output_tokens_per_s=60.0),
+    record("pair-128-256", "least_loaded", 1, output_tokens_per_s=90.0, steady_tokens_per_s=100.0),
+    record("pair-128-256", "prefix", 1, output_tokens_per_s=100.0, steady_tokens_per_s=98.0),
+    record("multi-turn", "prefix", 2, hit_rate=0.9, ttft_p50_ms=900.0, output_tokens_per_s=66.0),
+    record("multi-turn", "least_loaded", 2, hit_rate=0.5, ttft_p50_ms=1500.0, output_tokens_per_s=60.0),
+]
+
+
+def test_ratios_are_per_round_then_the_median() -> None:
+    summary = summarize(RECORDS)
+    first, second = summary["rounds"]
+    assert first["hit_rate_ratio"] == pytest.approx(2.0)
+    assert first["ttft_p50_reduction"] == pytest.approx(0.5)
+    assert first["no_prefix_tok_s_ratio"] == pytest.approx(0.98)
+    assert second["hit_rate_ratio"] == pytest.approx(1.8) and "no_prefix_tok_s_ratio" not in second
+    assert summary["median"]["hit_rate_ratio"] == pytest.approx(1.9)
+    assert summary["median"]["ttft_p50_reduction"] == pytest.approx((0.5 + 0.4) / 2)
+    assert summary["median"]["no_prefix_tok_s_ratio"] == pytest.approx(0.98)
+
+
+def test_throughput_compares_like_with_like() -> None:
+    """The engines' steady-window figure when both runs have it, else Locust's whole-run figure for
+    both (records of the first full run): never one of each."""
+    both = [record("pair-128-256", "least_loaded", 1, output_tokens_per_s=100.0, steady_tokens_per_s=80.0)]
+    both.append(record("pair-128-256", "prefix", 1, output_tokens_per_s=90.0, steady_tokens_per_s=84.0))
+    assert summarize(both)["rounds"][0]["no_prefix_tok_s_ratio"] == pytest.approx(84 / 80)
+    one = [both[0], record("pair-128-256", "prefix", 1, output_tokens_per_s=90.0)]
+    assert summarize(one)["rounds"][0]["no_prefix_tok_s_ratio"] == pytest.approx(0.9)
+
+
+def test_table_and_files(tmp_path: Path) -> None:
+    results = {"date": "today", "runs": RECORDS, "summary": summarize(RECORDS)}
+    text = table(results)
+    assert "| 1 | 40.0% / 80.0% | 2.00x | 2,000 / 1,000 ms | 50% | 1.20x | 100.0 / 98.0 | 98.0% |" in text
+    assert "**1.90x**" in text
+    write(results, tmp_path)
+    assert (tmp_path / "routing.png").stat().st_size > 10_000
+    assert "2.00x" in (tmp_path / "report.md").read_text()
