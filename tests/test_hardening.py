@@ -201,32 +201,39 @@ def test_sigterm_drains_a_real_stream_to_done(stack: Stack, tmp_path: Path) -> N
     """A gateway in front of the real engines gets SIGTERM with a stream in flight: /ready and
     new requests turn 503 at once, the stream runs to [DONE], then the gateway exits."""
     port = suite_port(46)
+    log_path = tmp_path / f"gateway-{port}-logs" / "server.log"
     with extra_gateway(stack, tmp_path, port=port, gateway={"drain_timeout_s": 120}) as url:
         pid = listener_pid(port)
         assert pid is not None
         lines: list[str] = []
-        first = threading.Event()
 
         def stream() -> None:
             # Long enough that it cannot end before the checks below, even on a fast machine
             # (CI failed once when 256 tokens were done within the 0.5 s wait and the gateway exited).
             body = chat(QWEN, 2000, stream=True)
             with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=300) as response:
-                for line in response.iter_lines():
-                    if line.startswith("data: "):
-                        lines.append(line)
-                        first.set()
+                lines.extend(line for line in response.iter_lines() if line.startswith("data: "))
+
+        def evidence() -> str:
+            return f"stream so far: {lines[-3:]}\ngateway log:\n{log_path.read_text()[-4000:]}"
 
         reader = threading.Thread(target=stream)
         reader.start()
-        assert first.wait(60)
+        # SIGTERM only once the stream is visibly under way: tokens arriving, no error, not done.
+        assert wait_until(lambda: len(lines) >= 20 or not reader.is_alive(), timeout=120)
+        assert len(lines) >= 20 and reader.is_alive(), evidence()
+        assert not any('"error"' in line for line in lines), evidence()
         os.kill(pid, signal.SIGTERM)
-        assert wait_until(lambda: httpx.get(f"{url}/ready", timeout=10).status_code == 503, timeout=10)
-        assert lines[-1] != "data: [DONE]", "the stream ended before the drain could be checked"
-        refused = httpx.post(f"{url}/v1/chat/completions", json=chat(QWEN, 4), timeout=10)
+        with httpx.Client(timeout=10) as probe:
+            try:
+                assert wait_until(lambda: probe.get(f"{url}/ready").status_code == 503, timeout=10)
+                assert reader.is_alive(), f"the stream ended before the drain could be checked\n{evidence()}"
+                refused = probe.post(f"{url}/v1/chat/completions", json=chat(QWEN, 4))
+            except httpx.TransportError as exc:
+                raise AssertionError(f"the gateway stopped listening while draining: {exc!r}\n{evidence()}") from exc
         assert refused.status_code == 503 and refused.headers["retry-after"]
         reader.join(timeout=300)
-        assert lines[-1] == "data: [DONE]" and not any('"error"' in line for line in lines)
+        assert lines[-1] == "data: [DONE]" and not any('"error"' in line for line in lines), evidence()
         assert sum('"content"' in line for line in lines) >= 1000  # the whole answer, not a cut one
         assert json.loads(lines[-2].removeprefix("data: "))["choices"][0]["finish_reason"] == "length"
         assert wait_until(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie", timeout=30)
