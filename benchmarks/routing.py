@@ -52,6 +52,7 @@ import httpx
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from benchmarks.hit_ceiling import history_hit_ceiling
 from benchmarks.resources import free_port
 from benchmarks.routing_report import POLICIES, one_line, summarize
 from gateway.config import DeploymentConfig, ModelSpec, load_config
@@ -155,7 +156,20 @@ def run(plan: Plan, *, port_base: int | None, progress: Progress, workdir: Path)
         },
         "runs": records,
         "summary": summarize(records),
+        "hit_rate_ceiling": ceiling(plan, model_dir) if "multi-turn" in plan.workloads else None,
     }
+
+
+def ceiling(plan: Plan, model_dir: str) -> float:
+    """The multi-turn hit rate with every turn finding its whole conversation cached (benchmarks/hit_ceiling.py)."""
+    return history_hit_ceiling(
+        model_dir,
+        turns=plan.turns,
+        turn_tokens=plan.turn_tokens,
+        reply_tokens=plan.reply_tokens,
+        system_prompt_tokens=plan.system_prompt_tokens,
+        conversations=plan.users,
+    )
 
 
 # --- one measured run ---------------------------------------------------------------------------

@@ -111,6 +111,19 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def ceiling_line(results: dict[str, Any]) -> str:
+    """The hit rate no routing can beat on this workload, and the ratio over least_loaded it allows."""
+    best = results.get("hit_rate_ceiling")
+    rates = [r["hit_rate"][0] for r in results["summary"]["rounds"] if r.get("hit_rate", (None,))[0]]
+    if best is None or not rates:
+        return ""
+    base = statistics.median(rates)
+    return (
+        f"\nHistory ceiling (every turn finds its whole conversation cached, benchmarks/hit_ceiling.py): "
+        f"{best:.1%}, so at most {best / base:.2f}x over least_loaded's median {base:.1%}.\n"
+    )
+
+
 def plot(results: dict[str, Any], path: Path) -> None:
     rows = results["summary"]["rounds"]
     figure = Figure(figsize=(12, 3.6))
@@ -138,5 +151,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
 def write(results: dict[str, Any], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    (out / "report.md").write_text(f"# Routing benchmark, {results['date']}\n\n{table(results)}\n")
+    (out / "report.md").write_text(
+        f"# Routing benchmark, {results['date']}\n\n{table(results)}\n{ceiling_line(results)}"
+    )
     plot(results, out / "routing.png")

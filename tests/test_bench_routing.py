@@ -8,7 +8,10 @@ from typing import Any
 
 import pytest
 
+from benchmarks.hit_ceiling import history_hit_ceiling
 from benchmarks.routing_report import summarize, table, write
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def record(workload: str, policy: str, round_: int, **values: Any) -> dict[str, Any]:
@@ -64,3 +67,24 @@ def test_table_and_files(tmp_path: Path) -> None:
     write(results, tmp_path)
     assert (tmp_path / "routing.png").stat().st_size > 10_000
     assert "2.00x" in (tmp_path / "report.md").read_text()
+
+
+def test_report_states_the_ceiling_and_the_ratio_it_allows(tmp_path: Path) -> None:
+    results = {"date": "today", "runs": RECORDS, "summary": summarize(RECORDS), "hit_rate_ceiling": 0.9}
+    write(results, tmp_path)
+    # least_loaded's hit rates in RECORDS: 40% and 50%, median 45%: no routing beats 0.9 / 0.45.
+    assert "90.0%, so at most 2.00x over least_loaded's median 45.0%" in (tmp_path / "report.md").read_text()
+    assert "ceiling" not in table(results)
+
+
+def test_history_ceiling_counts_whole_blocks_of_the_history() -> None:
+    smollm2 = str(ROOT / ".cache" / "models" / "smollm2-135m-instruct")
+    shape = {"turn_tokens": 128, "reply_tokens": 64, "system_prompt_tokens": 256, "conversations": 3}
+    twelve = history_hit_ceiling(smollm2, turns=12, **shape)
+    # Per turn about 200 new tokens plus the partial last block are never cached, of prompts
+    # growing by 192 tokens a turn from about 400: 80-90% over 12 turns.
+    assert 0.8 < twelve < 0.9
+    # Shorter conversations are more first turns (only the system prompt cached): lower.
+    assert history_hit_ceiling(smollm2, turns=3, **shape) < twelve - 0.1
+    # Larger blocks leave a larger partial block uncached.
+    assert history_hit_ceiling(smollm2, turns=12, block_tokens=512, **shape) < twelve - 0.05

@@ -1,0 +1,69 @@
+"""The best prefix-cache hit rate a multi-turn workload allows, whatever the routing.
+
+    ceiling = history_hit_ceiling(tokenizer_dir, turns=12, turn_tokens=128, reply_tokens=64,
+                                  system_prompt_tokens=256)   # e.g. 0.87
+
+A turn's prompt is the conversation so far plus a new user turn (loadtest/conversations.py). At
+best its engine still holds everything before that turn: the previous prompt and the reply it
+generated. The new user turn, the template tokens around it, and the partial last block can
+never be a hit (vLLM caches whole blocks, 128 tokens on the CPU backend, and always computes
+the last prompt token). This is that best case, counted with the model's own tokenizer and chat
+template over whole conversations, the first turn finding only the shared system prompt; it
+compares hit rates as vLLM counts them (`vllm:prefix_cache_hits` over
+`vllm:prefix_cache_queries`). Replies are random words of `reply_tokens` tokens, standing in for
+the model's text, which re-tokenizes the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from loadtest.conversations import Conversation, shared_system_prompt
+from workload.prompts import PromptFactory, load_tokenizer
+
+CPU_BLOCK_TOKENS = 128
+
+
+def history_hit_ceiling(
+    tokenizer_dir: str,
+    *,
+    turns: int,
+    turn_tokens: int,
+    reply_tokens: int,
+    system_prompt_tokens: int,
+    block_tokens: int = CPU_BLOCK_TOKENS,
+    conversations: int = 12,
+    seed: int = 0,
+) -> float:
+    tokenizer = load_tokenizer(tokenizer_dir)
+    factory = PromptFactory(tokenizer, seed=seed)
+    system = shared_system_prompt(tokenizer_dir, tokens=system_prompt_tokens, seed=seed)
+    shared = _ids(tokenizer, [{"role": "system", "content": system}], generation_prompt=False)
+    hits = queries = 0
+    for _ in range(conversations):
+        conversation = Conversation(system, turns=turns)
+        cached = shared  # every replica holds the shared system prompt
+        while not conversation.finished:
+            prompt = _ids(tokenizer, conversation.ask(factory.words(turn_tokens)))
+            common = _common_prefix(prompt, cached)
+            hits += min(common, len(prompt) - 1) // block_tokens * block_tokens
+            queries += len(prompt)
+            reply = tokenizer(" ".join(factory.words(reply_tokens)), add_special_tokens=False)["input_ids"]
+            reply = reply[:reply_tokens]
+            cached = prompt + reply
+            conversation.answer(tokenizer.decode(reply))
+    return hits / queries
+
+
+def _ids(tokenizer: Any, messages: list[dict[str, str]], *, generation_prompt: bool = True) -> list[int]:
+    encoded = tokenizer.apply_chat_template(messages, add_generation_prompt=generation_prompt, tokenize=True)
+    return list(encoded["input_ids"] if hasattr(encoded, "keys") else encoded)
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
