@@ -72,7 +72,7 @@ def measure(
     import torch  # noqa: PLC0415 - after pinning
     from transformers import AutoModelForCausalLM  # noqa: PLC0415
 
-    from workload.prompts import PromptFactory  # noqa: PLC0415
+    from workload.prompts import PromptFactory, chat_ids  # noqa: PLC0415
 
     torch.set_num_threads(len(cores))
     started = time.perf_counter()
@@ -89,9 +89,7 @@ def measure(
 
     def generate(prompt_tokens: int, output_tokens: int) -> float:
         messages = prompts.chat(prompt_tokens).messages
-        encoded = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-        ids = encoded["input_ids"] if hasattr(encoded, "keys") else encoded
-        input_ids = torch.tensor([ids])
+        input_ids = torch.tensor([chat_ids(tokenizer, messages)])
         begin = time.perf_counter()
         with torch.inference_mode():
             out = model.generate(

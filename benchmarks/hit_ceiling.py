@@ -16,10 +16,8 @@ the model's text, which re-tokenizes the same way.
 
 from __future__ import annotations
 
-from typing import Any
-
 from loadtest.conversations import Conversation, shared_system_prompt
-from workload.prompts import PromptFactory, load_tokenizer
+from workload.prompts import PromptFactory, chat_ids, load_tokenizer
 
 CPU_BLOCK_TOKENS = 128
 
@@ -38,13 +36,13 @@ def history_hit_ceiling(
     tokenizer = load_tokenizer(tokenizer_dir)
     factory = PromptFactory(tokenizer, seed=seed)
     system = shared_system_prompt(tokenizer_dir, tokens=system_prompt_tokens, seed=seed)
-    shared = _ids(tokenizer, [{"role": "system", "content": system}], generation_prompt=False)
+    shared = chat_ids(tokenizer, [{"role": "system", "content": system}], generation_prompt=False)
     hits = queries = 0
     for _ in range(conversations):
         conversation = Conversation(system, turns=turns)
         cached = shared  # every replica holds the shared system prompt
         while not conversation.finished:
-            prompt = _ids(tokenizer, conversation.ask(factory.words(turn_tokens)))
+            prompt = chat_ids(tokenizer, conversation.ask(factory.words(turn_tokens)))
             common = _common_prefix(prompt, cached)
             hits += min(common, len(prompt) - 1) // block_tokens * block_tokens
             queries += len(prompt)
@@ -53,11 +51,6 @@ def history_hit_ceiling(
             cached = prompt + reply
             conversation.answer(tokenizer.decode(reply))
     return hits / queries
-
-
-def _ids(tokenizer: Any, messages: list[dict[str, str]], *, generation_prompt: bool = True) -> list[int]:
-    encoded = tokenizer.apply_chat_template(messages, add_generation_prompt=generation_prompt, tokenize=True)
-    return list(encoded["input_ids"] if hasattr(encoded, "keys") else encoded)
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:

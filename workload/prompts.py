@@ -53,9 +53,7 @@ class PromptFactory:
 
     def count_chat(self, messages: list[dict[str, str]]) -> int:
         """Prompt tokens of `messages` after the model's chat template, as vLLM counts them."""
-        encoded = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-        ids = encoded["input_ids"] if hasattr(encoded, "keys") else encoded
-        return len(ids)
+        return len(chat_ids(self.tokenizer, messages))
 
     def count_text(self, text: str) -> int:
         return len(self.tokenizer(text)["input_ids"])
@@ -91,6 +89,13 @@ class PromptFactory:
                 return text
             n += target - actual
         raise ValueError(f"cannot build a prompt of exactly {target} tokens (template overhead larger than that?)")
+
+
+def chat_ids(tokenizer: Any, messages: list[dict[str, str]], *, generation_prompt: bool = True) -> list[int]:
+    """Token ids of `messages` after the model's chat template (transformers returns a list or,
+    in newer releases, a BatchEncoding)."""
+    encoded = tokenizer.apply_chat_template(messages, add_generation_prompt=generation_prompt, tokenize=True)
+    return list(encoded["input_ids"] if hasattr(encoded, "keys") else encoded)
 
 
 @functools.cache
