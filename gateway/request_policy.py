@@ -51,25 +51,27 @@ class EngineApi:
     done_marker: bool = False  # its streams end with `data: [DONE]`
 
 
+# The sampling defaults the OpenAI chat and completions bodies take.
+_OPENAI_SAMPLING = ("temperature", "top_p", "top_k", "max_tokens", "repetition_penalty")
 APIS = (
     EngineApi(
         "/v1/chat/completions",
         "chat",
-        ("temperature", "top_p", "top_k", "max_tokens", "repetition_penalty"),
+        _OPENAI_SAMPLING,
         can_stream=True,
         done_marker=True,
     ),
     EngineApi(
         "/v1/completions",
         "completions",
-        ("temperature", "top_p", "top_k", "max_tokens", "repetition_penalty"),
+        _OPENAI_SAMPLING,
         can_stream=True,
         done_marker=True,
     ),
     EngineApi(
         "/v1/chat/completions/batch",
         "chat_batch",
-        ("temperature", "top_p", "top_k", "max_tokens", "repetition_penalty"),
+        _OPENAI_SAMPLING,
     ),
     EngineApi("/v1/responses", "responses", ("temperature", "top_p", "top_k", "repetition_penalty"), can_stream=True),
     EngineApi("/v1/messages", "messages", ("temperature", "top_p", "top_k"), can_stream=True),
