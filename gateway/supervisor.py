@@ -289,7 +289,12 @@ class EngineSupervisor:
                     logger.exception("engine tending failed; trying again in %.0f s", interval_s)
 
     def tend_once(self, probe: Callable[[EngineProcess], bool], now: float | None = None) -> None:
-        """One look at every engine: notice deaths, missed deadlines and hangs; restart when due."""
+        """One look at every engine: notice deaths, missed deadlines and hangs; restart when due.
+        Deaths are seen first for all of them, so a dead engine is not left "ready" while the
+        others' probes (up to their timeout each) run."""
+        for engine in self.engines:
+            if engine.state in (EngineState.READY, EngineState.STARTING) and engine.exited():
+                self._failed(engine, f"exited with code {engine.returncode}", time.monotonic() if now is None else now)
         for engine in self.engines:
             if self._stop.is_set():
                 return

@@ -167,7 +167,10 @@ def test_engine_killed_during_load_is_restarted_and_the_other_model_keeps_servin
         assert int(down.headers["retry-after"]) >= 1
     assert httpx.get(f"{gateway}/health").status_code == 200
 
-    # The supervisor restarts it; the count shows in /engines and /metrics.
+    # The supervisor restarts it; the count shows in /engines and /metrics. Wait for the count
+    # first: until the tender's next look (every health_interval_s, after probing the other
+    # engine) the row still says "ready" from before the kill.
+    assert wait_until(lambda: engine_row(gateway, R1)["restarts"] == restarts_before + 1, timeout=90)
     assert wait_until(lambda: engine_row(gateway, R1)["state"] == "ready", timeout=600, interval=2)
     row = engine_row(gateway, R1)
     assert row["restarts"] == restarts_before + 1 and row["pid"] != victim["pid"]

@@ -244,6 +244,28 @@ def test_restart_cap_marks_the_engine_failed(tmp_path: Path) -> None:
         supervisor.stop_all()
 
 
+def test_a_death_is_seen_before_any_probe_runs(tmp_path: Path) -> None:
+    """Probes take up to their timeout each; a dead engine must not stay "ready" behind them."""
+    supervisor = EngineSupervisor(fake_config(219, 220), log_dir=tmp_path, progress=quiet)
+    supervisor.start_all()
+    first, second = supervisor.engines
+    try:
+        assert second.child is not None
+        second.child.signal_group(signal.SIGKILL)
+        second.child.process.wait()
+        states_at_probe: list[EngineState] = []
+
+        def probe(engine: EngineProcess) -> bool:
+            states_at_probe.append(second.state)
+            return True
+
+        supervisor.tend_once(probe)
+        assert states_at_probe == [EngineState.RESTARTING]  # only `first` was probed, after the death was noted
+        assert first.state is EngineState.READY and second.reason == "exited with code -9"
+    finally:
+        supervisor.stop_all()
+
+
 def test_restarts_on_one_gpu_wait_for_each_other(tmp_path: Path) -> None:
     config = fake_config(211, 212, platform="gpu", gateway={"max_restart_backoff_s": 0.1})
     supervisor = EngineSupervisor(config, log_dir=tmp_path, progress=quiet)
