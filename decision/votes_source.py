@@ -4,8 +4,8 @@
     live = read_judgements("postgresql://gateway@db/gateway", "live")   # votes on mirrored live pairs
     # None when a SQLite file does not exist (nothing was ever stored), else a list (maybe empty)
 
-Through gateway.votes.VoteStore.judgements (the narrow per-vote rows: models, outcome, answer
-lengths in characters of the answer the judge saw), so a change to the store's tables stays in
+Through gateway.votes.VoteStore.judgements (one gateway.preference.Judgement per vote: models,
+outcome, answer lengths in characters of the answer the judge saw), so a change to the store's tables stays in
 the store. A SQLite path that does not exist is not created.
 """
 
@@ -15,10 +15,8 @@ from pathlib import Path
 from typing import Literal
 
 from gateway.database import is_database_url, open_database
-from gateway.preference import Judgement, Outcome
+from gateway.preference import Judgement
 from gateway.votes import VoteStore
-
-_SIDE: dict[str, Outcome] = {"left": "a", "right": "b", "tie": "tie", "both_bad": "both_bad"}
 
 
 def read_judgements(target: str | Path, source: Literal["compare", "live"] = "compare") -> list[Judgement] | None:
@@ -27,10 +25,9 @@ def read_judgements(target: str | Path, source: Literal["compare", "live"] = "co
         return None
     database = open_database(target)
     try:
-        rows = VoteStore(database).judgements(source)
+        return VoteStore(database).judgements(source)
     finally:
         database.close()
-    return [Judgement(j.left, j.right, _SIDE[j.outcome], j.left_length, j.right_length) for j in rows]
 
 
 def describe_target(target: str | Path) -> str:

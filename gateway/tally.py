@@ -29,8 +29,6 @@ from pydantic import BaseModel, Field
 from gateway.preference import Interval, Judgement, LengthControlled, length_controlled, wilson_interval
 from gateway.votes import PairTally, Source, VoteStore
 
-_SIDE = {"left": "a", "right": "b"}
-
 
 class WinRate(BaseModel):
     rate: float
@@ -91,9 +89,8 @@ class Tallies:
                 return cached[2]
             groups: dict[tuple[str, str], list[Judgement]] = defaultdict(list)
             for j in self.votes.judgements(source):
-                first, second = sorted((j.left, j.right))
-                outcome = _SIDE.get(j.outcome, j.outcome)
-                groups[(first, second)].append(Judgement(j.left, j.right, outcome, j.left_length, j.right_length))  # type: ignore[arg-type]
+                first, second = sorted((j.model_a, j.model_b))
+                groups[(first, second)].append(j)
             fits = {pair: length_controlled(group, *pair) for pair, group in groups.items()}
             self._fits[source] = (total, time.monotonic(), fits)
             return fits

@@ -4,7 +4,7 @@
     store.save_comparison(ComparisonRecord(id="cmp_1", source="compare", models={"r1-tiny": Outcome(...), ...}))
     receipt = store.add_vote("cmp_1", left="r1-tiny", right="qwen-tiny", outcome="left", anonymous=True)
     store.tally("compare")     # [PairTally(models=("qwen-tiny", "r1-tiny"), votes=1, wins={...}, ...)]
-    store.judgements("compare")   # per vote: models, outcome, answer lengths (length-controlled tallies)
+    store.judgements("compare")   # per vote, a gateway.preference.Judgement: models, outcome (left = a), answer lengths
 
 Votes cannot be forged: the server issues the comparison id with every `/v1/compare` result and
 keeps what each model answered under it; a vote names that id and the two models the judge saw
@@ -26,7 +26,6 @@ SQLite by default, PostgreSQL by URL when several gateway replicas must share on
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,11 +33,14 @@ from typing import Any, Literal
 
 from gateway.database import Database, DuplicateKey, Transaction, is_database_url
 from gateway.errors import Conflict, InvalidRequest, NotFound
+from gateway.preference import Interval, Judgement, wilson_interval
+from gateway.preference import Outcome as JudgedOutcome
 
 VoteOutcome = Literal["left", "right", "tie", "both_bad"]
+# A vote as gateway.preference judges it: the left model is `a`.
+_AS_PREFERENCE: dict[str, JudgedOutcome] = {"left": "a", "right": "b", "tie": "tie", "both_bad": "both_bad"}
 OUTCOMES: tuple[VoteOutcome, ...] = ("left", "right", "tie", "both_bad")
 Source = Literal["compare", "live"]
-Z_95 = 1.959963984540054  # two-sided 95% quantile of the standard normal
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS comparisons (
@@ -111,13 +113,6 @@ class ComparisonRecord:
 
 
 @dataclass(frozen=True)
-class Interval:
-    rate: float
-    low: float
-    high: float
-
-
-@dataclass(frozen=True)
 class PairTally:
     """All votes between two models, whichever side each sat on."""
 
@@ -132,33 +127,11 @@ class PairTally:
 
 
 @dataclass(frozen=True)
-class Judgement:
-    """One vote, narrow: what a length-controlled estimate needs."""
-
-    left: str
-    right: str
-    outcome: VoteOutcome
-    left_length: int
-    right_length: int
-
-
-@dataclass(frozen=True)
 class VoteReceipt:
     comparison_id: str
     left: str
     right: str
     outcome: VoteOutcome
-
-
-def wilson_interval(successes: int, trials: int, *, z: float = Z_95) -> Interval:
-    """Wilson score interval for a binomial proportion: `wilson_interval(7, 10)` is 0.70 in [0.397, 0.892]."""
-    if trials <= 0:
-        return Interval(0.0, 0.0, 1.0)  # no votes: nothing is known
-    p = successes / trials
-    denominator = 1 + z * z / trials
-    centre = (p + z * z / (2 * trials)) / denominator
-    half = z / denominator * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials))
-    return Interval(p, max(0.0, centre - half), min(1.0, centre + half))
 
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -279,6 +252,8 @@ class VoteStore:
         return sorted(tallies, key=lambda t: (-t.votes, t.models))
 
     def judgements(self, source: Source = "compare") -> list[Judgement]:
+        """Every vote of `source`, oldest first, as a preference Judgement (left model = a;
+        lengths in characters of the answers the judge saw)."""
         self._schema()
         with self.db.transaction() as tx:
             rows = tx.execute(
@@ -286,7 +261,7 @@ class VoteStore:
                 " WHERE source = ? ORDER BY created_at",
                 (source,),
             ).fetchall()
-        return [Judgement(*row) for row in rows]
+        return [Judgement(a, b, _AS_PREFERENCE[outcome], la, lb) for a, b, outcome, la, lb in rows]
 
     def prune(self, now: float | None = None) -> int:
         """Drop unvoted side-by-side comparisons past their time, and the oldest beyond

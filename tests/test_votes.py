@@ -17,16 +17,8 @@ from gateway.app import create_app
 from gateway.config import CompareSpec, DeploymentConfig, GatewaySpec, ModelSpec
 from gateway.database import open_database
 from gateway.errors import Conflict, InvalidRequest, NotFound
-from gateway.votes import (
-    ComparisonRecord,
-    Interval,
-    Judgement,
-    Outcome,
-    VoteOutcome,
-    VoteStore,
-    resolve_db_target,
-    wilson_interval,
-)
+from gateway.preference import Interval, Judgement, wilson_interval
+from gateway.votes import ComparisonRecord, Outcome, VoteOutcome, VoteStore, resolve_db_target
 from tests.postgres import temporary_postgres
 
 
@@ -90,7 +82,7 @@ def test_a_vote_counts_once_and_takes_its_answers_from_the_record(store: VoteSto
         store.add_vote("cmp_1", left="r1-tiny", right="qwen-tiny", outcome="right")
     [pair] = store.tally()
     assert (pair.votes, pair.wins) == (1, {"qwen-tiny": 0, "r1-tiny": 1})
-    assert store.judgements() == [Judgement("r1-tiny", "qwen-tiny", "left", 14, 16)]
+    assert store.judgements() == [Judgement("r1-tiny", "qwen-tiny", "a", 14, 16)]  # left model = a
     record = store.get_comparison("cmp_1")
     assert record is not None and record.models["r1-tiny"].answer == "r1-tiny says hi"
 
