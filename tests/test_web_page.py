@@ -166,6 +166,8 @@ def test_live_pairs_view_reviews_blind_pairs_and_counts_each_vote_once(
         page.click("#tab-live")
         expect(page.locator("#live-view")).to_be_visible()
         expect(page.locator("#compare-view")).to_be_hidden()
+        expect(page.locator("h1")).to_have_text("Live pairs")  # the header follows the view
+        expect(page).to_have_title("Live pairs · R1 vs Qwen")
         expect(page.locator("#live-counts")).to_contain_text("2 pairs stored")
         shown = page.inner_text("#live-prompt .messages")
         assert any(prompt in shown for prompt in prompts)
@@ -196,5 +198,8 @@ def test_live_pairs_view_reviews_blind_pairs_and_counts_each_vote_once(
         expect(page.locator("#live-tally")).to_have_attribute("data-total-votes", "2")
         page.click("#live-next")
         expect(page.locator("#live-status")).to_contain_text("No pair is waiting")
+        page.click("#tab-compare")
+        expect(page.locator("#compare-view")).to_be_visible()
+        expect(page.locator("h1")).to_have_text("Side by side")
         assert not errors, errors
         page.close()

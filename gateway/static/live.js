@@ -15,8 +15,18 @@ const live = {
   skipped: [],       // pairs passed over with "Next pair" without a vote
 };
 
+// What the header says in each view (the page opens on "compare", as index.html has it).
+const VIEW_HEADINGS = {
+  compare: ["Side by side", "Same prompt, same parameters, same seed: two models at once."],
+  live: ["Live pairs", "Real traffic the mirror sent to both models: read both answers blind, then vote."],
+};
+
 function showView(name) {
   const isLive = name === "live";
+  const [title, tagline] = VIEW_HEADINGS[isLive ? "live" : "compare"];
+  $("#view-title").textContent = title;
+  $("#view-tagline").textContent = tagline;
+  document.title = `${title} · R1 vs Qwen`;
   $("#compare-view").hidden = isLive;
   $("#live-view").hidden = !isLive;
   $("#tab-compare").setAttribute("aria-selected", String(!isLive));
