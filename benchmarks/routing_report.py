@@ -124,16 +124,21 @@ def ceiling_line(results: dict[str, Any]) -> str:
     )
 
 
-def plot(results: dict[str, Any], path: Path) -> None:
+def plot(results: dict[str, Any], path: Path) -> list[str]:
+    """One panel per measured figure (a workload left out with --workloads gets none); returns their titles."""
     rows = results["summary"]["rounds"]
-    figure = Figure(figsize=(12, 3.6))
-    panels = (
-        ("hit_rate", "prefix-cache hit rate (multi-turn)", 100, "%"),
-        ("ttft_p50_ms", "TTFT p50, ms (multi-turn)", 1, "ms"),
-        ("no_prefix_tok_s", "output tok/s (no shared prefix)", 1, "tok/s"),
-    )
+    panels = [
+        panel
+        for panel in (
+            ("hit_rate", "prefix-cache hit rate (multi-turn)", 100, "%"),
+            ("ttft_p50_ms", "TTFT p50, ms (multi-turn)", 1, "ms"),
+            ("no_prefix_tok_s", "output tok/s (no shared prefix)", 1, "tok/s"),
+        )
+        if any(panel[0] in r for r in rows)
+    ]
+    figure = Figure(figsize=(4 * max(len(panels), 1), 3.6))
     for i, (key, title, scale, unit) in enumerate(panels):
-        ax = figure.add_subplot(1, 3, i + 1)
+        ax = figure.add_subplot(1, len(panels), i + 1)
         xs = [r["round"] for r in rows if key in r]
         for j, (policy, color) in enumerate(zip(POLICIES, ("tab:gray", "tab:blue"), strict=True)):
             values = [(r[key][j] or 0) * scale for r in rows if key in r]
@@ -146,6 +151,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
             ax.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=110)
+    return [title for _, title, _, _ in panels]
 
 
 def write(results: dict[str, Any], out: Path) -> None:

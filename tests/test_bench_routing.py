@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from benchmarks.hit_ceiling import history_hit_ceiling
-from benchmarks.routing_report import summarize, table, write
+from benchmarks.routing_report import plot, summarize, table, write
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -67,6 +67,13 @@ def test_table_and_files(tmp_path: Path) -> None:
     write(results, tmp_path)
     assert (tmp_path / "routing.png").stat().st_size > 10_000
     assert "2.00x" in (tmp_path / "report.md").read_text()
+
+
+def test_plot_draws_only_the_workloads_that_ran(tmp_path: Path) -> None:
+    multi_turn = [r for r in RECORDS if r["workload"] == "multi-turn"]  # as with --workloads multi-turn
+    titles = plot({"summary": summarize(multi_turn)}, tmp_path / "one.png")
+    assert titles == ["prefix-cache hit rate (multi-turn)", "TTFT p50, ms (multi-turn)"]
+    assert len(plot({"summary": summarize(RECORDS)}, tmp_path / "both.png")) == 3
 
 
 def test_report_states_the_ceiling_and_the_ratio_it_allows(tmp_path: Path) -> None:
