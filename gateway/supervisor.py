@@ -293,8 +293,8 @@ class EngineSupervisor:
         Deaths are seen first for all of them, so a dead engine is not left "ready" while the
         others' probes (up to their timeout each) run."""
         for engine in self.engines:
-            if engine.state in (EngineState.READY, EngineState.STARTING) and engine.exited():
-                self._failed(engine, f"exited with code {engine.returncode}", time.monotonic() if now is None else now)
+            if not self._stop.is_set() and engine.state in (EngineState.READY, EngineState.STARTING):
+                self._note_exit(engine, time.monotonic() if now is None else now)
         for engine in self.engines:
             if self._stop.is_set():
                 return
@@ -305,8 +305,7 @@ class EngineSupervisor:
                 if current >= (engine.restart_at or 0) and not self._device_busy(engine):
                     self._restart(engine)
                 continue
-            if engine.exited():
-                self._failed(engine, f"exited with code {engine.returncode}", current)
+            if self._note_exit(engine, current):  # died while the engines before it were probed
                 continue
             healthy = probe(engine)
             if engine.state is EngineState.STARTING:
@@ -323,6 +322,13 @@ class EngineSupervisor:
             elif current - engine.unhealthy_since >= self.policy.unhealthy_restart_after_s:
                 hung = current - engine.unhealthy_since
                 self._failed(engine, f"alive but failing health checks for {hung:.0f} s (hung)", current)
+
+    def _note_exit(self, engine: EngineProcess, now: float) -> bool:
+        """If its process has exited: fail it (a restart is scheduled) and say True."""
+        if not engine.exited():
+            return False
+        self._failed(engine, f"exited with code {engine.returncode}", now)
+        return True
 
     def _device_busy(self, engine: EngineProcess) -> bool:
         """Another engine on one of its GPUs is starting (restarts follow the waves' rule)."""
