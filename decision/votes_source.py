@@ -5,8 +5,8 @@
     # None when a SQLite file does not exist (nothing was ever stored), else a list (maybe empty)
 
 Through gateway.votes.VoteStore.judgements (one gateway.preference.Judgement per vote: models,
-outcome, answer lengths in characters of the answer the judge saw), so a change to the store's tables stays in
-the store. A SQLite path that does not exist is not created.
+outcome, answer lengths in characters of the answer the judge saw), so a change to the store's
+tables stays in the store. A SQLite path that does not exist is not created.
 """
 
 from __future__ import annotations

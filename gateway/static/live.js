@@ -15,9 +15,9 @@ const live = {
   skipped: [],       // pairs passed over with "Next pair" without a vote
 };
 
-// What the header says in each view (the page opens on "compare", as index.html has it).
+// What the header says in each view: the page opens on "compare" with index.html's own header.
 const VIEW_HEADINGS = {
-  compare: ["Side by side", "Same prompt, same parameters, same seed: two models at once."],
+  compare: [$("#view-title").textContent, $("#view-tagline").textContent],
   live: ["Live pairs", "Real traffic the mirror sent to both models: read both answers blind, then vote."],
 };
 
