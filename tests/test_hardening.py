@@ -49,6 +49,17 @@ def engine_metric(url: str, name: str) -> float:
     return sum(values)
 
 
+def engine_state(stack: Stack, engine_url: str) -> str:
+    """What a failed assertion about an engine should show: its scheduler gauges and the
+    gateway's view of every engine."""
+    gauges = {
+        name: engine_metric(engine_url, f"vllm:{name}") for name in ("num_requests_running", "num_requests_waiting")
+    }
+    return (
+        f"engine {engine_url}: {gauges}; gateway /engines: {httpx.get(f'{stack.gateway_url}/engines', timeout=10).text}"
+    )
+
+
 def wait_until(condition: Any, *, timeout: float, interval: float = 0.25) -> bool:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -71,15 +82,20 @@ def assert_engine_stops_generating(engine_url: str) -> None:
 
 def test_streaming_client_disconnect_aborts_generation(stack: Stack) -> None:
     engine = stack.engine_url(QWEN)
+    before = engine_metric(engine, "vllm:generation_tokens_total")
     body = chat(QWEN, 1900, stream=True)
     with httpx.stream("POST", f"{stack.gateway_url}/v1/chat/completions", json=body, timeout=60) as response:
         assert response.status_code == 200
         chunks = response.iter_raw()
         for _ in range(5):
             next(chunks)
-        assert engine_metric(engine, "vllm:num_requests_running") >= 1
+        # The engine is working on it (polled: one CI run read 0 here once, cause not found,
+        # so a failure now says what the engine and the gateway reported).
+        running = wait_until(lambda: engine_metric(engine, "vllm:num_requests_running") >= 1, timeout=10)
+        assert running, engine_state(stack, engine)
     # leaving the block closed the connection mid-stream
     assert_engine_stops_generating(engine)
+    assert engine_metric(engine, "vllm:generation_tokens_total") - before < 1900
 
 
 def test_non_streaming_client_disconnect_aborts_generation(stack: Stack) -> None:
