@@ -6,8 +6,9 @@
 
 What runs: two replicas of SmolLM2-135M-Instruct with engine_config/cpu.yaml's settings
 (float32, eager, 30 layers: prefill costs enough here for cache hits to show), each pinned to its
-own core (VLLM_CPU_OMP_THREADS_BIND), and two gateways (`server.py`) in front of both, identical
-but for `routing.policy`. Load comes from Locust (`locust -f loadtest`), as a user would run it:
+own core (VLLM_CPU_OMP_THREADS_BIND; `--replicas N` starts N, pinned to the cores in turn), and
+two gateways (`server.py`) in front of them all, identical but for `routing.policy`. Load comes
+from Locust (`locust -f loadtest`), as a user would run it:
 
 - `multi-turn`: 12 users, started over a minute, each in a conversation of 12 turns that starts
   with a system prompt all share (256 tokens) and grows by 128 tokens asked and 64 answered per
@@ -17,7 +18,7 @@ but for `routing.policy`. Load comes from Locust (`locust -f loadtest`), as a us
   when every engine keeps all of them, as production caches are outgrown at scale. A fresh
   `--conversation-seed` for every run, so no run finds the previous one's prompts in the caches.
   Measured: the engines' prefix-cache hit rate (the growth of `vllm:prefix_cache_hits` over that
-  of `vllm:prefix_cache_queries`, both engines together: tokens found cached over tokens looked
+  of `vllm:prefix_cache_queries`, all engines together: tokens found cached over tokens looked
   up), TTFT p50 (Locust's TTFT row, which keeps two significant digits) and output tokens/s.
 - `no shared prefix` (`pair-128-256`, 8 users: random words from the first token, exactly 256
   tokens out): output tokens/s, where cache-aware routing can only cost.
@@ -40,6 +41,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import os
 import subprocess
 import sys
 import time
@@ -70,6 +72,9 @@ Progress = Callable[[str], None]
 @dataclass(frozen=True)
 class Plan:
     rounds: int = 3
+    # Engine replicas, pinned to the machine's cores in turn (with more replicas than cores, some
+    # share a core: both policies meet the same engines, so their ratios still compare).
+    replicas: int = 2
     users: int = 12  # multi-turn: conversations open at once (no-shared-prefix runs: `no_prefix_users`)
     spawn_s: float = 60  # multi-turn: users start over this long, so conversations are out of step
     no_prefix_users: int = 8
@@ -105,13 +110,15 @@ class Plan:
 
 def run(plan: Plan, *, port_base: int | None, progress: Progress, workdir: Path) -> dict[str, Any]:
     ports = _Ports(port_base)
-    engines = [f"http://127.0.0.1:{ports.take(101 + i)}" for i in range(2)]
+    engines = [f"http://127.0.0.1:{ports.take(101 + i)}" for i in range(plan.replicas)]
+    cpus = _cpus()
+    cores = [cpus[i % len(cpus)] for i in range(plan.replicas)]
     model_dir = _smollm2(load_config(ROOT / "engine_config" / "cpu.yaml")).engine.model  # type: ignore[union-attr]
     records: list[dict[str, Any]] = []
     started = time.time()
     with contextlib.ExitStack() as stack:
-        for i, url in enumerate(engines):
-            stack.enter_context(_engine(url, core=i, plan=plan, workdir=workdir, progress=progress))
+        for i, (url, core) in enumerate(zip(engines, cores, strict=True)):
+            stack.enter_context(_engine(url, index=i, core=core, plan=plan, workdir=workdir, progress=progress))
         gateways = {}
         for i, policy in enumerate(POLICIES):
             knobs = dict(plan.prefix_knobs) if policy == "prefix" else {}
@@ -149,8 +156,8 @@ def run(plan: Plan, *, port_base: int | None, progress: Progress, workdir: Path)
         "plan": asdict(plan),
         "engines": {
             "model": MODEL,
-            "replicas": 2,
-            "cores": [0, 1],
+            "replicas": plan.replicas,
+            "cores": cores,
             "kv_cache_gib": plan.kv_cache_gib,
             "kv_blocks": plan.kv_blocks,
         },
@@ -246,7 +253,7 @@ def _generated(engines: list[str]) -> float:
 def _steady_tokens_per_s(
     engines: list[str], locust: subprocess.Popen[bytes], *, ramp_s: float, until_s: float
 ) -> float | None:
-    """Output tokens/s of both engines from `ramp_s` after the load began (the first generated
+    """Output tokens/s of all engines from `ramp_s` after the load began (the first generated
     token, found by polling) to `until_s` after it; None if Locust ended before."""
     first = _generated(engines)
     while _generated(engines) == first:
@@ -305,6 +312,10 @@ def _decisions(gateway: str) -> dict[str, float]:
 # --- processes ----------------------------------------------------------------------------------
 
 
+def _cpus() -> list[int]:
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+
+
 class _Ports:
     def __init__(self, base: int | None) -> None:
         self.base = base
@@ -321,8 +332,8 @@ def _smollm2(config: DeploymentConfig) -> ModelSpec:
 
 
 @contextlib.contextmanager
-def _engine(url: str, *, core: int, plan: Plan, workdir: Path, progress: Progress) -> Iterator[None]:
-    """One SmolLM2 replica with cpu.yaml's engine settings on `core`, through the supervisor."""
+def _engine(url: str, *, index: int, core: int, plan: Plan, workdir: Path, progress: Progress) -> Iterator[None]:
+    """Replica `index`: SmolLM2 with cpu.yaml's engine settings on `core`, through the supervisor."""
     base = load_config(ROOT / "engine_config" / "cpu.yaml")
     spec = _smollm2(base)
     assert spec.engine is not None
@@ -336,8 +347,9 @@ def _engine(url: str, *, core: int, plan: Plan, workdir: Path, progress: Progres
         }
     )
     config = base.model_copy(update={"models": [spec.model_copy(update={"engine": engine})]})
-    supervisor = EngineSupervisor(config, log_dir=workdir / f"engine-{core}", progress=progress)
-    progress(f"starting replica {url} on core {core} (log: {workdir / f'engine-{core}'})")
+    log_dir = workdir / f"engine-{index}"
+    supervisor = EngineSupervisor(config, log_dir=log_dir, progress=progress)
+    progress(f"starting replica {url} on core {core} (log: {log_dir})")
     try:
         supervisor.start_all()
         yield

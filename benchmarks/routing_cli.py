@@ -24,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=ABOUT, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="one short round of each, to check the script works")
     parser.add_argument("--rounds", type=int, help="rounds (each: both workloads under both policies)")
+    parser.add_argument("--replicas", type=int, help="engine replicas (default 2), pinned to the cores in turn")
     parser.add_argument("--users", type=int, help="multi-turn: Locust users (open conversations)")
     parser.add_argument("--think-time", type=float, help="multi-turn: mean seconds between a user's turns")
     parser.add_argument("--multi-turn-s", type=int, help="seconds per multi-turn run")
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         "--prefix-knob", action="append", default=[], metavar="KEY=VALUE", help="routing knob of the prefix gateway"
     )
     parser.add_argument(
-        "--port-base", type=int, help="gateways on BASE and BASE+1, engines on BASE+101/102 (default: free ports)"
+        "--port-base", type=int, help="gateways on BASE and BASE+1, engines from BASE+101 (default: free ports)"
     )
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench" / "routing")
     parser.add_argument("--workdir", type=Path, default=ROOT / "logs" / "bench-routing", help="logs and raw CSVs")
@@ -46,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         k: v
         for k, v in {
             "rounds": args.rounds,
+            "replicas": args.replicas,
             "users": args.users,
             "think_time_s": args.think_time,
             "multi_turn_s": args.multi_turn_s,

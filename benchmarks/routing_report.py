@@ -157,7 +157,9 @@ def plot(results: dict[str, Any], path: Path) -> list[str]:
 def write(results: dict[str, Any], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    engines = results.get("engines", {})
+    setup = f": {engines['replicas']} replicas on cores {engines['cores']}" if "replicas" in engines else ""
     (out / "report.md").write_text(
-        f"# Routing benchmark, {results['date']}\n\n{table(results)}\n{ceiling_line(results)}"
+        f"# Routing benchmark, {results['date']}{setup}\n\n{table(results)}\n{ceiling_line(results)}"
     )
     plot(results, out / "routing.png")

@@ -1,4 +1,5 @@
-"""Intervals and tests for accuracy numbers, with no dependency beyond the standard library.
+"""Intervals and tests for accuracy numbers, with no dependency beyond the standard library and
+the Wilson interval of gateway/preference.py.
 
     wilson_interval(8, 10)                      # (0.4902, 0.9433): 95% score interval for 8/10
     compare_paired([True, False, ...], [...])   # A - B on the same items: Newcombe interval, McNemar
@@ -20,24 +21,18 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from statistics import NormalDist
 
+from gateway import preference
+
 
 def z_value(confidence: float = 0.95) -> float:
     return NormalDist().inv_cdf(0.5 + confidence / 2)
 
 
 def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion; (0, 1) when there is no data."""
-    if n <= 0:
-        return 0.0, 1.0
-    if not 0 <= successes <= n:
-        raise ValueError(f"successes={successes} must be within 0..n={n}")
-    z = z_value(confidence)
-    p = successes / n
-    denominator = 1 + z * z / n
-    center = (p + z * z / (2 * n)) / denominator
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
-    # Clamp rounding noise at the ends (0/n must give exactly 0 as its lower limit).
-    return max(0.0, center - half) if successes else 0.0, min(1.0, center + half) if successes < n else 1.0
+    """Wilson score interval for a binomial proportion; (0, 1) when there is no data. The one
+    formula is gateway/preference.py's (the vote tallies use it too)."""
+    interval = preference.wilson_interval(successes, n, z=z_value(confidence))
+    return interval.low, interval.high
 
 
 def bootstrap_mean_interval(

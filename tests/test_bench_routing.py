@@ -78,9 +78,12 @@ def test_plot_draws_only_the_workloads_that_ran(tmp_path: Path) -> None:
 
 def test_report_states_the_ceiling_and_the_ratio_it_allows(tmp_path: Path) -> None:
     results = {"date": "today", "runs": RECORDS, "summary": summarize(RECORDS), "hit_rate_ceiling": 0.9}
+    results["engines"] = {"model": "m", "replicas": 3, "cores": [0, 1, 0]}
     write(results, tmp_path)
+    report = (tmp_path / "report.md").read_text()
+    assert report.startswith("# Routing benchmark, today: 3 replicas on cores [0, 1, 0]\n")
     # least_loaded's hit rates in RECORDS: 40% and 50%, median 45%: no routing beats 0.9 / 0.45.
-    assert "90.0%, so at most 2.00x over least_loaded's median 45.0%" in (tmp_path / "report.md").read_text()
+    assert "90.0%, so at most 2.00x over least_loaded's median 45.0%" in report
     assert "ceiling" not in table(results)
 
 
