@@ -337,13 +337,12 @@ def _engine(url: str, *, index: int, core: int, plan: Plan, workdir: Path, progr
     base = load_config(ROOT / "engine_config" / "cpu.yaml")
     spec = _smollm2(base)
     assert spec.engine is not None
-    blocks = ["--num-gpu-blocks-override", str(plan.kv_blocks)] if plan.kv_blocks else []
     engine = spec.engine.model_copy(
         update={
             "port": int(url.rsplit(":", 1)[1]),
             "cpu_cores": str(core),
             "kv_cache_gib": plan.kv_cache_gib,
-            "extra_args": [*spec.engine.extra_args, *blocks],
+            "num_gpu_blocks_override": plan.kv_blocks,
         }
     )
     config = base.model_copy(update={"models": [spec.model_copy(update={"engine": engine})]})

@@ -37,6 +37,7 @@ TYPED_FLAGS = {
     "-tp": "tensor_parallel_size",
     "--kv-cache-dtype": "kv_cache_dtype",
     "--block-size": "block_size",
+    "--num-gpu-blocks-override": "num_gpu_blocks_override",
     "--shutdown-timeout": "shutdown_timeout_s",
     "--host": "host",
     "--port": "port",
@@ -96,6 +97,9 @@ class EngineSpec(_Strict):
     tensor_parallel_size: int = Field(default=1, ge=1)
     kv_cache_dtype: KvCacheDtype = "auto"
     block_size: int | None = Field(default=None, gt=0)  # vLLM's default: 16 on CUDA, 128 on CPU
+    # vLLM's --num-gpu-blocks-override (CPU too): exactly this many KV blocks, whatever the memory
+    # budget (benchmarks that need a small cache); the planner and the startup check count them.
+    num_gpu_blocks_override: int | None = Field(default=None, gt=0)
     cpu_cores: str | None = None  # VLLM_CPU_OMP_THREADS_BIND, e.g. "0" or "0-3"
     # CPU: the cpu_sampler vLLM plugin (exact top-k/top-p and repetition penalty without passes
     # over the whole vocabulary); false gives vLLM's own sampler (FAST_CPU_SAMPLER=0).
@@ -143,6 +147,8 @@ class EngineSpec(_Strict):
             argv += ["--kv-cache-dtype", self.kv_cache_dtype]
         if self.block_size is not None:
             argv += ["--block-size", str(self.block_size)]
+        if self.num_gpu_blocks_override is not None:
+            argv += ["--num-gpu-blocks-override", str(self.num_gpu_blocks_override)]
         if self.tokenizer:
             argv += ["--tokenizer", self.tokenizer]
         if self.max_num_batched_tokens:

@@ -187,6 +187,15 @@ def plan_engine(
             )
 
     num_blocks = kv_bytes // (kv_per_token * block_size)
+    if spec.num_gpu_blocks_override is not None:
+        # vLLM allocates exactly the override (kv_cache_utils.may_override_num_blocks), fit or not.
+        if spec.num_gpu_blocks_override > num_blocks:
+            warnings.append(
+                f"num_gpu_blocks_override {spec.num_gpu_blocks_override:,} blocks is more than the "
+                f"{num_blocks:,} the memory budget holds: vLLM allocates them anyway"
+            )
+        num_blocks = spec.num_gpu_blocks_override
+        kv_bytes = num_blocks * kv_per_token * block_size
     kv_tokens = logged_kv_tokens(num_blocks, block_size, spec.max_model_len)
     if kv_tokens < spec.max_model_len:
         warnings.append(

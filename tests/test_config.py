@@ -105,9 +105,11 @@ def test_typed_topology_is_emitted_by_to_argv_and_to_env_only() -> None:
     argv = spec.to_argv("m", python="py")
     assert argv[argv.index("--tensor-parallel-size") + 1] == "2"
     assert spec.to_env("gpu") == {"CUDA_VISIBLE_DEVICES": "0,1"}
-    tuned = spec.model_copy(update={"kv_cache_dtype": "fp8", "block_size": 32})
+    tuned = spec.model_copy(update={"kv_cache_dtype": "fp8", "block_size": 32, "num_gpu_blocks_override": 96})
     argv = tuned.to_argv("m", python="py")
     assert argv[argv.index("--kv-cache-dtype") + 1] == "fp8" and argv[argv.index("--block-size") + 1] == "32"
+    assert argv[argv.index("--num-gpu-blocks-override") + 1] == "96"
+    assert "--num-gpu-blocks-override" not in spec.to_argv("m", python="py")
     assert spec.device_label("gpu") == "gpu:0,1"
 
 
@@ -117,6 +119,7 @@ def test_typed_topology_is_emitted_by_to_argv_and_to_env_only() -> None:
         ({"extra_args": ["--tensor-parallel-size", "2"]}, "set tensor_parallel_size instead"),
         ({"extra_args": ["-tp", "2"]}, "set tensor_parallel_size instead"),
         ({"extra_args": ["--kv-cache-dtype=fp8"]}, "set kv_cache_dtype instead"),
+        ({"extra_args": ["--num-gpu-blocks-override", "96"]}, "set num_gpu_blocks_override instead"),
         ({"env": {"CUDA_VISIBLE_DEVICES": "0,1"}}, "set devices instead"),
         ({"tensor_parallel_size": 2}, "tensor_parallel_size 2 needs as many devices, got [0]"),
         ({"tensor_parallel_size": 2, "devices": [1, 1]}, "names a device twice"),

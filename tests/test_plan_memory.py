@@ -14,6 +14,7 @@ import torch
 import transformers
 
 from gateway.config import DeploymentConfig, EngineSpec, load_config
+from gateway.kv_check import check_kv_cache
 from planner import cli as plan_memory
 from planner.gpus import GIB, find_gpu, gpu_with_memory
 from planner.memory import logged_kv_tokens, plan_deployment, plan_engine
@@ -159,6 +160,25 @@ def test_engine_that_cannot_hold_one_sequence_is_flagged() -> None:
     assert any("do not fit" in w for w in engine.warnings)
 
 
+def test_num_gpu_blocks_override_is_the_cache_vllm_allocates() -> None:
+    # vLLM takes the override whatever the budget (kv_cache_utils.may_override_num_blocks); a CPU
+    # SmolLM2-shaped engine with 96 blocks of 128 logs 12,288 tokens at max_model_len 4096.
+    small = deployment("cpu", {"model": R1, "max_model_len": 4096, "kv_cache_gib": 4, "num_gpu_blocks_override": 96})
+    engine = plan_deployment(small, None).engines[0]
+    assert engine.num_blocks == 96 and engine.kv_tokens == logged_kv_tokens(96, 128, 4096) == 12_288
+    assert engine.kv_bytes == 96 * 128 * engine.kv_bytes_per_token and engine.warnings == ()
+    big = deployment(
+        "gpu", {"model": R1, "max_model_len": 4096, "gpu_memory_utilization": 0.3, "num_gpu_blocks_override": 10**6}
+    )
+    engine = plan_deployment(big, find_gpu("L4")).engines[0]
+    assert engine.num_blocks == 10**6 and any("allocates them anyway" in w for w in engine.warnings)
+    # ... so the startup check (gateway/kv_check.py) finds the logged size as planned, not short.
+    spec = small.models[0].engine
+    assert spec is not None
+    report = check_kv_cache("m0", spec, "cpu", "CPU KV cache size: 12,288 tokens, Maximum concurrency ...")
+    assert report is not None and not report.short and "as planned" in report.message("m0")
+
+
 def test_engines_over_095_of_one_gpu_are_flagged() -> None:
     config = deployment(
         "gpu",
@@ -278,7 +298,7 @@ def test_cpu_prediction_matches_the_kv_size_the_engine_logs(stack: Stack) -> Non
     server_log = stack.log_path.read_text(errors="replace")
     rows = {row["name"]: row for row in httpx.get(f"{stack.gateway_url}/engines", timeout=10).json()}
     for engine in plan.engines:
-        tokens = f"{engine.kv_tokens:,}"
-        assert f"engine {engine.name}: KV cache {tokens} tokens, planner predicted {tokens}: as planned" in server_log
+        shown = f"{engine.kv_tokens:,}"
+        assert f"engine {engine.name}: KV cache {shown} tokens, planner predicted {shown}: as planned" in server_log
         row = rows[engine.name]
         assert row["kv_cache_tokens"] == row["kv_cache_tokens_planned"] == engine.kv_tokens
