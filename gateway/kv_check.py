@@ -25,10 +25,20 @@ _LOGGED = re.compile(r"(?:GPU|CPU) KV cache size: ([\d,]+) tokens")
 GIB = 2**30
 
 
+# Why an engine's cache comes out short, by platform: a GPU engine profiled while another
+# process allocated on its device (vLLM issue #55827); on CPU the size is exact, so the engine was
+# not started with the settings the plan read.
+_SHORT_CAUSE: dict[Platform, str] = {
+    "gpu": "was the GPU shared with an engine that was starting? (see the launch plan: server.py --dry-run)",
+    "cpu": "the CPU cache is exact: was the engine started with other settings than the config's?",
+}
+
+
 @dataclass(frozen=True)
 class KvReport:
     logged_tokens: int
     predicted_tokens: int
+    platform: Platform = "gpu"
 
     @property
     def ratio(self) -> float:
@@ -40,8 +50,7 @@ class KvReport:
 
     def message(self, name: str) -> str:
         verdict = (
-            f"{100 * (1 - self.ratio):.0f}% SMALLER than planned: was the GPU shared with an engine that "
-            "was starting? (see the launch plan: server.py --dry-run)"
+            f"{100 * (1 - self.ratio):.0f}% SMALLER than planned: {_SHORT_CAUSE[self.platform]}"
             if self.short
             else "as planned"
             if self.logged_tokens == self.predicted_tokens
@@ -77,7 +86,7 @@ def check_kv_cache(
     except (OSError, ValueError, KeyError):
         return None
     plan = plan_engine(name, spec, shape, platform, gpu)
-    return KvReport(logged, plan.kv_tokens)
+    return KvReport(logged, plan.kv_tokens, platform)
 
 
 def device_memory_bytes(index: int) -> int | None:

@@ -85,6 +85,7 @@ class EnginePlan:
     seqs_at_typical: float
     typical_len: int
     warnings: tuple[str, ...] = ()
+    blocks_override: int | None = None  # num_gpu_blocks_override: the cache no utilization changes
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,9 @@ def plan_deployment(
                     f"{MAX_GPU_UTILIZATION_PER_DEVICE} (the second one to start will fail)"
                 )
             pair = frozenset(e.name for e in sharing)
-            if len(sharing) == 2 and pair not in paired:
+            # An engine with num_gpu_blocks_override has its cache whatever its utilization: no split to suggest.
+            fixed = any(e.blocks_override is not None for e in sharing)
+            if len(sharing) == 2 and pair not in paired and not fixed:
                 paired.add(pair)
                 plan.splits.extend(suggest_splits(sharing[0], sharing[1], gpu, total=split_total))
     return plan
@@ -226,6 +229,7 @@ def plan_engine(
         seqs_at_typical=num_blocks / math.ceil(typical_len / block_size),
         typical_len=typical_len,
         warnings=tuple(warnings),
+        blocks_override=spec.num_gpu_blocks_override,
     )
 
 

@@ -172,6 +172,11 @@ def test_num_gpu_blocks_override_is_the_cache_vllm_allocates() -> None:
     )
     engine = plan_deployment(big, find_gpu("L4")).engines[0]
     assert engine.num_blocks == 10**6 and any("allocates them anyway" in w for w in engine.warnings)
+    # Two engines on one GPU: a utilization split is suggested only when it would size both caches.
+    pair = [{"model": R1, "max_model_len": 4096, "gpu_memory_utilization": 0.4} for _ in range(2)]
+    assert plan_deployment(deployment("gpu", *pair), find_gpu("L4")).splits
+    pair[1] |= {"num_gpu_blocks_override": 512}
+    assert plan_deployment(deployment("gpu", *pair), find_gpu("L4")).splits == []
     # ... so the startup check (gateway/kv_check.py) finds the logged size as planned, not short.
     spec = small.models[0].engine
     assert spec is not None

@@ -24,6 +24,7 @@ from fastapi.testclient import TestClient
 from gateway.app import create_app
 from gateway.config import DeploymentConfig, EngineSpec, GatewaySpec, ModelSpec
 from gateway.errors import EngineStartupError
+from gateway.kv_check import KvReport
 from gateway.supervisor import EngineProcess, EngineState, EngineSupervisor
 from tests.conftest import ROOT, TINY_CONFIG, suite_port
 
@@ -303,11 +304,20 @@ def test_kv_cache_size_is_compared_with_the_plan(tmp_path: Path) -> None:
         try:
             line = next(line for line in said if "KV cache" in line)
             assert f"KV cache {logged:,} tokens, planner predicted 524,288: {expected}" in line
+            if logged < 524_288:  # on CPU the size is exact: no GPU to blame
+                assert "GPU" not in line and "other settings than the config's" in line
             assert line.startswith("WARNING") == (logged < 524_288)
             described = supervisor.engines[0].describe()
             assert (described["kv_cache_tokens"], described["kv_cache_tokens_planned"]) == (logged, 524_288)
         finally:
             supervisor.stop_all()
+
+
+def test_a_short_cache_is_explained_by_its_platform() -> None:
+    gpu, cpu = KvReport(400, 1000, "gpu"), KvReport(400, 1000, "cpu")
+    assert gpu.short and "60% SMALLER than planned: was the GPU shared" in gpu.message("m")
+    assert cpu.short and "GPU" not in cpu.message("m")
+    assert KvReport(1000, 1000, "cpu").message("m").endswith("as planned")
 
 
 def test_engine_logs_rotate(tmp_path: Path) -> None:
