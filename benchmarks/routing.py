@@ -111,7 +111,7 @@ class Plan:
 def run(plan: Plan, *, port_base: int | None, progress: Progress, workdir: Path) -> dict[str, Any]:
     ports = _Ports(port_base)
     engines = [f"http://127.0.0.1:{ports.take(101 + i)}" for i in range(plan.replicas)]
-    cpus = _cpus()
+    cpus = sorted(os.sched_getaffinity(0))  # as benchmarks/suite.py and gateway_cost.py read them
     cores = [cpus[i % len(cpus)] for i in range(plan.replicas)]
     model_dir = _smollm2(load_config(ROOT / "engine_config" / "cpu.yaml")).engine.model  # type: ignore[union-attr]
     records: list[dict[str, Any]] = []
@@ -310,10 +310,6 @@ def _decisions(gateway: str) -> dict[str, float]:
 
 
 # --- processes ----------------------------------------------------------------------------------
-
-
-def _cpus() -> list[int]:
-    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
 
 
 class _Ports:

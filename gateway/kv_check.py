@@ -38,7 +38,7 @@ _SHORT_CAUSE: dict[Platform, str] = {
 class KvReport:
     logged_tokens: int
     predicted_tokens: int
-    platform: Platform = "gpu"
+    platform: Platform
 
     @property
     def ratio(self) -> float:
