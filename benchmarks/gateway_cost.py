@@ -25,12 +25,13 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from benchmarks import fake_upstream
 from benchmarks.load import ChatRequest, LoadResult, raw_post, run_load, run_raw_http
-from benchmarks.resources import cpu_seconds
+from benchmarks.resources import CpuMeter, cpu_seconds, listener_pid
 from benchmarks.suite import (
     BenchPlan,
     CountedLoad,
@@ -72,24 +73,39 @@ def real_engines(args: argparse.Namespace) -> dict[str, Any]:
             supervisor = EngineSupervisor(config, log_dir=OUT / "logs", progress=say)
             cleanup.callback(supervisor.stop_all)
             targets = start_engines(config, supervisor, together=True, progress=say)
-        gateway_url = args.gateway_url
+        gateway_url, gateway_pid = args.gateway_url, None
         if gateway_url is None:
             engines = {t.spec.name: t.url for t in targets}
-            gateway_url, _ = cleanup.enter_context(gateway_process(args.config, engines, OUT / "logs", say))
+            gateway_url, gateway_pid = cleanup.enter_context(gateway_process(args.config, engines, OUT / "logs", say))
         for target in targets:
             assert target.spec.engine is not None
             factory = PromptFactory.from_dir(target.spec.engine.tokenizer or target.spec.engine.model)
             load = CountedLoad(target, factory, plan.tolerance, say)
             load.run(target.url, (128, 256), requests=4, concurrency=4, label=f"{target.spec.name} warm-up")
-            result = {} if args.paired_only else gateway_vs_direct(load, target, gateway_url, plan)
-            result["paired"] = paired_rounds(load, target, gateway_url, args)
+            cpu = _cpu_meter(target, gateway_pid)
+            result = {} if args.paired_only else gateway_vs_direct(load, target, gateway_url, plan, cpu=cpu)
+            result["paired"] = paired_rounds(load, target, gateway_url, args, cpu=cpu)
             result["token_problems"] = [p for c in load.checks for p in c["problems"]]
             out["problems"] += result["token_problems"]
             out["models"][target.spec.name] = result
     return out
 
 
-def paired_rounds(load: CountedLoad, target: Any, gateway_url: str, args: argparse.Namespace) -> dict[str, Any]:
+def _cpu_meter(target: Any, gateway_pid: int | None) -> Callable[[], CpuMeter]:
+    """Meters for the engine's process tree, the gateway we started and this load generator.
+
+    On a CPU host the three share the cores, so the gateway's CPU is time the engine does not
+    get; what it uses per output token is the cost the A/B ratio tries to see through noise."""
+    engine_pid = target.pid or listener_pid(int(target.url.rsplit(":", 1)[1]))
+    trees = {"engine": engine_pid} if engine_pid else {}
+    if gateway_pid:
+        trees["gateway"] = gateway_pid
+    return lambda: CpuMeter(trees, own={"client": os.getpid()})
+
+
+def paired_rounds(
+    load: CountedLoad, target: Any, gateway_url: str, args: argparse.Namespace, *, cpu: Callable[[], CpuMeter]
+) -> dict[str, Any]:
     """Half of the streams straight to the engine and half through the gateway, at the same time.
 
     Both halves share every engine step, so what differs between them is the gateway alone: the
@@ -110,12 +126,13 @@ def paired_rounds(load: CountedLoad, target: Any, gateway_url: str, args: argpar
         starts = sorted(rng.uniform(0, args.stagger) for _ in range(2 * half))
         before = read_token_counters(target.url)
         per = args.requests_per_stream
-        results = asyncio.run(
-            _staggered(
-                [(target.url, direct[k * per : (k + 1) * per], starts[2 * k]) for k in range(half)],
-                [(gateway_url, via_gateway[k * per : (k + 1) * per], starts[2 * k + 1]) for k in range(half)],
+        with cpu() as meter:
+            results = asyncio.run(
+                _staggered(
+                    [(target.url, direct[k * per : (k + 1) * per], starts[2 * k]) for k in range(half)],
+                    [(gateway_url, via_gateway[k * per : (k + 1) * per], starts[2 * k + 1]) for k in range(half)],
+                )
             )
-        )
         direct_result, gateway_result = (r.summary() for r in results)
         time.sleep(0.3)
         counted = read_token_counters(target.url) - before
@@ -132,7 +149,7 @@ def paired_rounds(load: CountedLoad, target: Any, gateway_url: str, args: argpar
             "added_ttft_p50_ms": gateway_result["ttft_ms"]["p50"] - direct_result["ttft_ms"]["p50"],
             "tpot_ratio": direct_result["tpot_ms"]["p50"] / gateway_result["tpot_ms"]["p50"],
             "failures": direct_result["failures"] + gateway_result["failures"],
-        }
+        } | meter.as_dict()
         rounds.append(row)
         say(
             f"{target.spec.name} paired #{i + 1}: TTFT p50 direct {direct_result['ttft_ms']['p50']:.1f} ms, "
@@ -145,6 +162,10 @@ def paired_rounds(load: CountedLoad, target: Any, gateway_url: str, args: argpar
         "added_ttft_p50_ms": statistics.median(r["added_ttft_p50_ms"] for r in rounds),
         "tpot_ratio": statistics.median(r["tpot_ratio"] for r in rounds),
         "failures": sum(r["failures"] for r in rounds),
+        "cpu_cores": {
+            name: sum(r["cpu_s"][name] for r in rounds) / sum(r["cpu_wall_s"] for r in rounds)
+            for name in rounds[0]["cpu_s"]
+        },
     }
 
 

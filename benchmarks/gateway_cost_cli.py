@@ -66,6 +66,7 @@ def print_tables(results: dict[str, Any]) -> None:
                 f"{name:<12} {direct:>13.1f} ms {gateway:>14.1f} ms {paired['added_ttft_p50_ms']:>+7.2f} ms "
                 f"{100 * paired['tpot_ratio']:>15.1f}%"
             )
+        _print_cpu(real)
         print(_provenance(real))
     fake = results.get("fake")
     if fake:
@@ -94,6 +95,26 @@ def print_tables(results: dict[str, Any]) -> None:
             print("top functions by self time:")
             for frame, share in profile["top_self"][:10]:
                 print(f"  {100 * share:5.1f}%  {frame}")
+
+
+def _print_cpu(real: dict[str, Any]) -> None:
+    """Where the CPU went: on a CPU host the gateway's share is time the engine did not get."""
+    rows = [(name, row) for name, row in real["models"].items() if "cpu_cores" in row]
+    if not rows:
+        return
+    print("\n(a'') CPU used while the A/B runs' requests ran, in cores (2.00 = two cores busy)")
+    print(
+        f"{'model':<12} {'engine direct':>14} {'engine via gw':>14} {'gateway':>8} "
+        f"{'client direct':>14} {'client via gw':>14} {'gateway ms CPU / 1k tokens':>27}"
+    )
+    nan = float("nan")
+    for name, row in rows:
+        direct, through = row["cpu_cores"].get("direct", {}), row["cpu_cores"].get("gateway", {})
+        print(
+            f"{name:<12} {direct.get('engine', nan):>14.2f} {through.get('engine', nan):>14.2f} "
+            f"{through.get('gateway', nan):>8.3f} {direct.get('client', nan):>14.3f} "
+            f"{through.get('client', nan):>14.3f} {row.get('gateway_cpu_ms_per_1k_tokens', nan):>27.1f}"
+        )
 
 
 def _provenance(part: dict[str, Any]) -> str:

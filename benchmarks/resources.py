@@ -3,6 +3,7 @@
 rss = tree_rss_bytes(pid)                            # the engine and every child (vLLM's EngineCore)
 with PeakSampler(pid) as peak: ... run load ...;  peak.rss_bytes
 idle_cpu_percent(pid, seconds=5)                     # % of one core, whole tree
+with CpuMeter({"engine": pid}) as used: ... run load ...;  used.seconds["engine"]
 gpu_memory_bytes()                                   # NVML device memory in use, or None without a GPU
 listener_pid(8112)                                   # the process serving a port (engines we did not start)
 """
@@ -63,6 +64,50 @@ def idle_cpu_percent(pid: int, *, seconds: float = 5.0) -> float:
             if then is not None:
                 used += (now.user + now.system) - (then.user + then.system)
     return 100.0 * used / (time.monotonic() - started)
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and every child it has now."""
+    used = 0.0
+    for process in process_tree(pid):
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            times = process.cpu_times()
+            used += times.user + times.system
+    return used
+
+
+class CpuMeter:
+    """CPU seconds that named processes use while the block runs.
+
+    `trees` are counted with their children (an engine and its EngineCore); `own` alone (a
+    process whose children are somebody else's, such as a benchmark that started the engines).
+    After the block: `seconds` per name, `wall_s`, and `cores` (seconds / wall) per name."""
+
+    def __init__(self, trees: dict[str, int], own: dict[str, int] | None = None) -> None:
+        self._trees, self._own = trees, own or {}
+        self.seconds: dict[str, float] = {}
+        self.wall_s = 0.0
+
+    def _read(self) -> dict[str, float]:
+        return {name: tree_cpu_seconds(pid) for name, pid in self._trees.items()} | {
+            name: cpu_seconds(pid) for name, pid in self._own.items()
+        }
+
+    def __enter__(self) -> CpuMeter:
+        self._before, self._started = self._read(), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        after = self._read()
+        self.wall_s = time.perf_counter() - self._started
+        self.seconds = {name: after[name] - self._before[name] for name in after}
+
+    @property
+    def cores(self) -> dict[str, float]:
+        return {name: used / self.wall_s for name, used in self.seconds.items()} if self.wall_s else {}
+
+    def as_dict(self) -> dict[str, object]:
+        return {"cpu_s": self.seconds, "cpu_wall_s": self.wall_s}
 
 
 class PeakSampler:

@@ -36,6 +36,7 @@ import psutil
 from benchmarks.hf_baseline import run_hf_baseline
 from benchmarks.load import GREEDY, ChatRequest, LoadResult, run_load
 from benchmarks.resources import (
+    CpuMeter,
     PeakSampler,
     free_port,
     gpu_memory_bytes,
@@ -375,15 +376,27 @@ class CountedLoad:
         name = self.target.spec.name
         return [ChatRequest(name, p.messages, output_tokens, p.prompt_tokens, sampling=sampling) for p in prompts]
 
-    def run(self, base_url: str, pair: Pair, *, requests: int, concurrency: int, label: str) -> dict[str, Any]:
+    def run(
+        self,
+        base_url: str,
+        pair: Pair,
+        *,
+        requests: int,
+        concurrency: int,
+        label: str,
+        cpu: CpuMeter | None = None,
+    ) -> dict[str, Any]:
+        """One closed-loop run, its tokens checked against the engine's counters; with `cpu`,
+        also the CPU seconds the meter's processes used while the requests ran."""
         batch = self.requests(pair, requests)
         before = read_token_counters(self.target.url)
-        result: LoadResult = asyncio.run(
-            run_load(base_url, batch, concurrency=concurrency, progress=self.progress, label=label)
-        )
+        with cpu or contextlib.nullcontext():
+            result: LoadResult = asyncio.run(
+                run_load(base_url, batch, concurrency=concurrency, progress=self.progress, label=label)
+            )
         time.sleep(0.3)  # let the engine's metrics catch up with its last response
         delta = read_token_counters(self.target.url) - before
-        summary = result.summary()
+        summary = result.summary() | (cpu.as_dict() if cpu else {})
         ours = TokenCounters(summary["prompt_tokens"], summary["output_tokens"])
         problems = cross_check(ours, delta, tolerance=self.tolerance)
         if summary["prompt_token_mismatches"]:
@@ -456,8 +469,18 @@ def _bare_row(target: Target, plan: BenchPlan) -> dict[str, Any]:
     }
 
 
-def gateway_vs_direct(load: CountedLoad, target: Target, gateway_url: str, plan: BenchPlan) -> dict[str, Any]:
-    """Same load straight to the engine and through the gateway, alternating which goes first."""
+def gateway_vs_direct(
+    load: CountedLoad,
+    target: Target,
+    gateway_url: str,
+    plan: BenchPlan,
+    *,
+    cpu: Callable[[], CpuMeter] | None = None,
+) -> dict[str, Any]:
+    """Same load straight to the engine and through the gateway, alternating which goes first.
+
+    With `cpu` (a fresh meter per run), each run also records the CPU seconds its processes
+    used, and the summary what the gateway's CPU costs per output token."""
     c = plan.ratio_concurrency
     pair = plan.sweep_pairs[0]
     runs = []
@@ -470,6 +493,7 @@ def gateway_vs_direct(load: CountedLoad, target: Target, gateway_url: str, plan:
                 requests=c * plan.gateway_requests_per_stream,
                 concurrency=c,
                 label=f"{target.spec.name} {via} #{i + 1}",
+                cpu=cpu() if cpu else None,
             )
             runs.append(summary | {"via": via, "round": i + 1})
     return summarize_gateway_runs(runs) | {"concurrency": c, "prompt_len": pair[0], "output_len": pair[1]}
@@ -487,7 +511,7 @@ def summarize_gateway_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
     direct_tps = total("direct", "output_tokens") / max(total("direct", "wall_s"), 1e-9)
     gateway_tps = total("gateway", "output_tokens") / max(total("gateway", "wall_s"), 1e-9)
-    return {
+    return summarize_cpu(runs) | {
         "runs": runs,
         "direct_output_tokens_per_s": direct_tps,
         "gateway_output_tokens_per_s": gateway_tps,
@@ -496,6 +520,26 @@ def summarize_gateway_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "gateway_ttft_p50_ms": median_ttft("gateway"),
         "added_ttft_p50_ms": median_ttft("gateway") - median_ttft("direct"),
     }
+
+
+def summarize_cpu(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """From runs measured with a CpuMeter: per path ("direct", "gateway"), the cores each
+    process used on average, and the gateway's CPU per 1,000 output tokens. Empty without."""
+    metered = [r for r in runs if "cpu_s" in r]
+    if not metered:
+        return {}
+    cores: dict[str, dict[str, float]] = {}
+    for via in sorted({r["via"] for r in metered}):
+        mine = [r for r in metered if r["via"] == via]
+        wall = sum(r["cpu_wall_s"] for r in mine)
+        names = sorted({name for r in mine for name in r["cpu_s"]})
+        cores[via] = {name: sum(r["cpu_s"].get(name, 0.0) for r in mine) / wall for name in names}
+    out: dict[str, Any] = {"cpu_cores": cores}
+    through = [r for r in metered if r["via"] == "gateway" and "gateway" in r["cpu_s"]]
+    tokens = sum(r["output_tokens"] for r in through)
+    if tokens:
+        out["gateway_cpu_ms_per_1k_tokens"] = 1e6 * sum(r["cpu_s"]["gateway"] for r in through) / tokens
+    return out
 
 
 def _hf(target: Target, plan: BenchPlan, progress: Progress) -> dict[str, Any]:

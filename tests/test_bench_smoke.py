@@ -14,15 +14,18 @@ import dataclasses
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from benchmarks import fake_upstream
 from benchmarks.bench_cli import build_plan, parse_args
 from benchmarks.load import ChatRequest, raw_post, run_load, run_raw_http
 from benchmarks.report import write_report
+from benchmarks.resources import CpuMeter
 from benchmarks.suite import BenchPlan, summarize_gateway_runs, summarize_sampling_runs
 from tests.conftest import ROOT, Stack
 from workload.engine_metrics import TokenCounters, cross_check, read_token_counters
@@ -56,6 +59,49 @@ def test_gateway_summary_compares_totals_and_median_ttft() -> None:
     assert summary["direct_output_tokens_per_s"] == pytest.approx(1000)
     assert summary["output_tps_ratio"] == pytest.approx(0.985)
     assert summary["added_ttft_p50_ms"] == pytest.approx(11.5 - 10.25)  # medians of the rounds' p50s
+
+
+def test_gateway_summary_puts_the_gateways_cpu_per_output_token() -> None:
+    """Runs measured with a CpuMeter: cores per process and path (seconds over the runs' wall
+    time), and the gateway's CPU per 1,000 tokens it relayed; runs without a meter give none."""
+
+    def run(via: str, cpu: dict[str, float], wall: float) -> dict[str, object]:
+        return {"via": via, "output_tokens": 2000, "wall_s": wall, "ttft_ms": {"p50": 1.0}} | {
+            "cpu_s": cpu,
+            "cpu_wall_s": wall,
+        }
+
+    runs = [run("direct", {"engine": 18.0, "client": 0.5}, 10.0)]
+    runs += [run("gateway", {"engine": 19.0, "gateway": 0.3, "client": 0.5}, 10.0)]
+    runs += [run("gateway", {"engine": 21.0, "gateway": 0.5, "client": 0.7}, 10.0)]
+    summary = summarize_gateway_runs(runs)
+    assert summary["cpu_cores"]["direct"] == {"engine": pytest.approx(1.8), "client": pytest.approx(0.05)}
+    assert summary["cpu_cores"]["gateway"]["engine"] == pytest.approx(2.0)
+    assert summary["cpu_cores"]["gateway"]["gateway"] == pytest.approx(0.04)
+    assert summary["gateway_cpu_ms_per_1k_tokens"] == pytest.approx(200.0)  # 0.8 s over 4,000 tokens
+    unmetered = [{k: v for k, v in r.items() if not k.startswith("cpu")} for r in runs]
+    assert "cpu_cores" not in summarize_gateway_runs(unmetered)
+
+
+def test_cpu_meter_counts_a_process_tree_and_a_process_alone() -> None:
+    """A spinning child shows in its parent's tree and not in the parent alone."""
+    spin = [sys.executable, "-c", "while True: pass"]
+    parent = subprocess.Popen([sys.executable, "-c", f"import subprocess; subprocess.run({spin!r})"])
+    try:
+        deadline = time.monotonic() + 30
+        while not psutil.Process(parent.pid).children() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with CpuMeter({"tree": parent.pid}, own={"alone": parent.pid}) as meter:
+            time.sleep(1.0)
+    finally:
+        for child in psutil.Process(parent.pid).children(recursive=True):
+            child.kill()
+        parent.kill()
+        parent.wait()
+    assert meter.wall_s == pytest.approx(1.0, abs=0.5)
+    assert meter.seconds["tree"] > 0.3  # the child spun for most of the second (less on a busy machine)
+    assert meter.seconds["alone"] < 0.1  # the parent only waited
+    assert meter.cores["tree"] == pytest.approx(meter.seconds["tree"] / meter.wall_s)
 
 
 def test_sampling_summary_compares_sampled_with_greedy_per_plugin_state() -> None:
