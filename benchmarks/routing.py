@@ -20,6 +20,10 @@ from Locust (`locust -f loadtest`), as a user would run it:
   Measured: the engines' prefix-cache hit rate (the growth of `vllm:prefix_cache_hits` over that
   of `vllm:prefix_cache_queries`, all engines together: tokens found cached over tokens looked
   up), TTFT p50 (Locust's TTFT row, which keeps two significant digits) and output tokens/s.
+  With `--arrival-rate R` the same conversations run in an open loop instead: each user starts
+  a turn every users/R seconds (Locust's `--shape arrival`, no think time), so both policies
+  carry the same R requests/s and their TTFTs compare at one load; in the closed loop the
+  policy that answers faster is sent more requests, and part of its gain shows as throughput.
 - `no shared prefix` (`pair-128-256`, 8 users: random words from the first token, exactly 256
   tokens out): output tokens/s, where cache-aware routing can only cost.
 
@@ -85,6 +89,10 @@ class Plan:
     reply_tokens: int = 64
     system_prompt_tokens: int = 256
     think_time_s: float = 10.0
+    # multi-turn at a constant arrival rate (requests/s over all users, Locust's `--shape arrival`)
+    # instead of a closed loop with think time: both policies then carry the same load, so their
+    # TTFTs compare at one request rate (in a closed loop the faster policy is sent more requests).
+    arrival_rate: float | None = None
     kv_cache_gib: int = 1
     # KV blocks per replica (vLLM's --num-gpu-blocks-override; 128 tokens each on CPU): a cache that
     # the open conversations outgrow when every replica keeps all of them, as at production scale.
@@ -168,10 +176,17 @@ def run(plan: Plan, *, port_base: int | None, progress: Progress, workdir: Path)
 
 
 def ceiling(plan: Plan, model_dir: str) -> float:
-    """The multi-turn hit rate with every turn finding its whole conversation cached (benchmarks/hit_ceiling.py)."""
+    """The multi-turn hit rate with every turn finding its whole conversation cached (benchmarks/hit_ceiling.py).
+
+    Paced at `arrival_rate`, a user starts a turn every users/rate seconds, so a run gets through
+    only that many turns of each conversation: the ceiling counts those (short conversations are
+    a larger share new tokens, so their ceiling is lower)."""
+    turns = plan.turns
+    if plan.arrival_rate:
+        turns = max(1, min(turns, int(plan.multi_turn_s * plan.arrival_rate / plan.users)))
     return history_hit_ceiling(
         model_dir,
-        turns=plan.turns,
+        turns=turns,
         turn_tokens=plan.turn_tokens,
         reply_tokens=plan.reply_tokens,
         system_prompt_tokens=plan.system_prompt_tokens,
@@ -202,7 +217,10 @@ def _measure(
     argv = _locust_argv(
         gateway, config, model_dir, workload, seconds=seconds, users=users, seed=seed, plan=plan, out=out
     )
-    if multi_turn:
+    paced = multi_turn and plan.arrival_rate is not None
+    # Until every user has started: spawned over spawn_s, or in arrival mode spread over one pacing period.
+    start_s = (users / plan.arrival_rate if plan.arrival_rate else plan.spawn_s) if multi_turn else 0.0
+    if multi_turn and not paced:
         argv += ["-r", str(users / plan.spawn_s)]
     out.mkdir(parents=True, exist_ok=True)
     with (out / "locust.log").open("w") as log:
@@ -210,7 +228,7 @@ def _measure(
         try:
             # Steady state: once every user has started and the first requests are done, until
             # just before the end, so the count of requests that fit in the run does not matter.
-            ramp_s = plan.spawn_s + 30 if multi_turn else 30
+            ramp_s = start_s + 30
             steady = _steady_tokens_per_s(engines, locust, ramp_s=ramp_s, until_s=seconds - 5)
             locust.wait(timeout=seconds + 900)
         finally:
@@ -235,6 +253,7 @@ def _measure(
         "output_tokens_per_s": summary["output_tokens_per_s"],  # Locust: whole run, requests that fit
         "steady_tokens_per_s": steady,  # the engines' counters over the steady window
         "wall_s": summary["wall_s"],
+        "requests_per_s": int(chat["Request Count"]) / summary["wall_s"] if chat and summary["wall_s"] else None,
         "token_check": summary.get("token_check", {}).get("status"),
         "ttft_p50_ms": float(ttft["50%"]) if ttft else None,
         "ttft_p90_ms": float(ttft["90%"]) if ttft else None,
@@ -287,7 +306,12 @@ def _locust_argv(
     argv += ["--csv", str(out / "locust"), "--summary-json", str(out / "summary.json")]
     argv += ["--turns", str(plan.turns), "--turn-tokens", str(plan.turn_tokens)]
     argv += ["--reply-tokens", str(plan.reply_tokens), "--system-prompt-tokens", str(plan.system_prompt_tokens)]
-    argv += ["--conversation-seed", str(seed), "--think-time", str(plan.think_time_s)]
+    paced = scenario == "multi-turn" and plan.arrival_rate is not None
+    if paced:
+        # Each user starts a turn every users/rate seconds, the first spread over one such period;
+        # a think time would come on top of that pacing.
+        argv += ["--shape", "arrival", "--arrival-rate", str(plan.arrival_rate)]
+    argv += ["--conversation-seed", str(seed), "--think-time", str(0.0 if paced else plan.think_time_s)]
     return argv
 
 

@@ -27,6 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replicas", type=int, help="engine replicas (default 2), pinned to the cores in turn")
     parser.add_argument("--users", type=int, help="multi-turn: Locust users (open conversations)")
     parser.add_argument("--think-time", type=float, help="multi-turn: mean seconds between a user's turns")
+    parser.add_argument(
+        "--arrival-rate",
+        type=float,
+        help="multi-turn: requests/s over all users at a constant rate (open loop, no think time)",
+    )
     parser.add_argument("--multi-turn-s", type=int, help="seconds per multi-turn run")
     parser.add_argument("--no-prefix-s", type=int, help="seconds per no-shared-prefix run")
     parser.add_argument("--kv-cache-gib", type=int, help="KV cache per replica (VLLM_CPU_KVCACHE_SPACE)")
@@ -50,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             "replicas": args.replicas,
             "users": args.users,
             "think_time_s": args.think_time,
+            "arrival_rate": args.arrival_rate,
             "multi_turn_s": args.multi_turn_s,
             "no_prefix_s": args.no_prefix_s,
             "kv_cache_gib": args.kv_cache_gib,

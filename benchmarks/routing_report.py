@@ -111,6 +111,28 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def load_line(results: dict[str, Any]) -> str:
+    """How the multi-turn load was offered: a closed loop (the faster policy is sent more
+    requests) or a constant arrival rate (both carry the same load), with the rates achieved."""
+    plan = results.get("plan", {})
+    runs = [r for r in results["runs"] if r["workload"] == "multi-turn"]
+    if not runs:
+        return ""
+    rate = plan.get("arrival_rate")
+    how = (
+        f"a constant {rate:g} requests/s (Locust `--shape arrival`, no think time)"
+        if rate
+        else f"a closed loop, {plan.get('think_time_s', 0):g} s think time between a user's turns"
+    )
+    achieved = []
+    for policy in POLICIES:
+        values = [r["requests_per_s"] for r in runs if r["policy"] == policy and r.get("requests_per_s")]
+        if values:
+            achieved.append(f"{policy} {statistics.median(values):.3f}")
+    got = f"; requests/s achieved (median over rounds): {', '.join(achieved)}" if achieved else ""
+    return f"\nMulti-turn load: {plan.get('users', '?')} users, {how}{got}.\n"
+
+
 def ceiling_line(results: dict[str, Any]) -> str:
     """The hit rate no routing can beat on this workload, and the ratio over least_loaded it allows."""
     best = results.get("hit_rate_ceiling")
@@ -160,6 +182,7 @@ def write(results: dict[str, Any], out: Path) -> None:
     engines = results.get("engines", {})
     setup = f": {engines['replicas']} replicas on cores {engines['cores']}" if "replicas" in engines else ""
     (out / "report.md").write_text(
-        f"# Routing benchmark, {results['date']}{setup}\n\n{table(results)}\n{ceiling_line(results)}"
+        f"# Routing benchmark, {results['date']}{setup}\n\n{table(results)}\n{load_line(results)}"
+        f"{ceiling_line(results)}"
     )
     plot(results, out / "routing.png")

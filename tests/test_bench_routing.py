@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
+from benchmarks import routing
 from benchmarks.hit_ceiling import history_hit_ceiling
+from benchmarks.routing import Plan, _locust_argv
 from benchmarks.routing_report import plot, summarize, table, write
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,6 +89,40 @@ def test_report_states_the_ceiling_and_the_ratio_it_allows(tmp_path: Path) -> No
     assert "ceiling" not in table(results)
 
 
+def test_report_says_how_the_load_was_offered(tmp_path: Path) -> None:
+    """A closed loop sends the faster policy more requests; a constant arrival rate sends both the
+    same: the report names which, with the request rates each policy actually got."""
+    paced = [r | {"requests_per_s": 0.2 if r["policy"] == "prefix" else 0.19} for r in RECORDS]
+    results = {"date": "today", "runs": paced, "summary": summarize(paced)}
+    results["plan"] = {"users": 12, "arrival_rate": 0.2, "think_time_s": 10.0}
+    write(results, tmp_path)
+    report = (tmp_path / "report.md").read_text()
+    assert "Multi-turn load: 12 users, a constant 0.2 requests/s (Locust `--shape arrival`, no think time)" in report
+    assert "requests/s achieved (median over rounds): least_loaded 0.190, prefix 0.200." in report
+    results["plan"] = {"users": 12, "arrival_rate": None, "think_time_s": 10.0}
+    write(results, tmp_path)
+    assert "12 users, a closed loop, 10 s think time between a user's turns" in (tmp_path / "report.md").read_text()
+
+
+def test_arrival_rate_paces_multi_turn_only(tmp_path: Path) -> None:
+    """With an arrival rate, multi-turn runs as Locust's arrival shape with no think time (which
+    would otherwise be added to the pacing); the warm-up and no-shared-prefix runs are unchanged."""
+    plan = Plan(arrival_rate=0.25)
+    multi = _locust_argv(
+        "http://gw", tmp_path, "m", "multi-turn", seconds=60, users=12, seed=1, plan=plan, out=tmp_path
+    )
+    assert multi[multi.index("--think-time") + 1] == "0.0"
+    assert multi[multi.index("--shape") :][:4] == ["--shape", "arrival", "--arrival-rate", "0.25"]
+    closed = _locust_argv(
+        "http://gw", tmp_path, "m", "multi-turn", seconds=60, users=12, seed=1, plan=Plan(), out=tmp_path
+    )
+    assert closed[closed.index("--think-time") + 1] == "10.0" and "--shape" not in closed
+    pair = _locust_argv(
+        "http://gw", tmp_path, "m", "pair-128-256", seconds=60, users=8, seed=1, plan=plan, out=tmp_path
+    )
+    assert pair[pair.index("--think-time") + 1] == "10.0" and "--shape" not in pair
+
+
 def test_history_ceiling_counts_whole_blocks_of_the_history() -> None:
     smollm2 = str(ROOT / ".cache" / "models" / "smollm2-135m-instruct")
     shape = {"turn_tokens": 128, "reply_tokens": 64, "system_prompt_tokens": 256, "conversations": 3}
@@ -98,3 +134,19 @@ def test_history_ceiling_counts_whole_blocks_of_the_history() -> None:
     assert history_hit_ceiling(smollm2, turns=3, **shape) < twelve - 0.1
     # Larger blocks leave a larger partial block uncached.
     assert history_hit_ceiling(smollm2, turns=12, block_tokens=512, **shape) < twelve - 0.05
+
+
+def test_paced_ceiling_counts_the_turns_a_run_reaches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """At 0.2 requests/s over 12 users a user starts a turn every 60 s: 6 turns in a 360 s run,
+    not the plan's 12, and the ceiling is computed for those."""
+    seen: list[int] = []
+
+    def counted(model_dir: str, *, turns: int, **shape: int) -> float:
+        seen.append(turns)
+        return 0.5
+
+    monkeypatch.setattr(routing, "history_hit_ceiling", counted)
+    routing.ceiling(Plan(users=12, multi_turn_s=360, turns=12, arrival_rate=0.2), "m")
+    routing.ceiling(Plan(users=12, multi_turn_s=360, turns=12), "m")
+    routing.ceiling(Plan(users=12, multi_turn_s=360, turns=4, arrival_rate=0.2), "m")
+    assert seen == [6, 12, 4]
