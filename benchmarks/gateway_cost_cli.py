@@ -9,6 +9,8 @@
     and through the gateway, interleaved `--rounds` times with fresh prompts each run.
     Reports gateway output tok/s as % of direct (target >= 97%) and the median TTFT added
     (target <= 2 ms). Token counts are checked against the engine's counters as in bench.py.
+    Every run also records the CPU the engine's process tree, the gateway and this load
+    generator used, and the gateway's CPU per 1,000 relayed tokens (table (a'')).
 (b) benchmarks/fake_upstream.py (an instant fake engine, not vLLM) behind one gateway worker
     (`server.py --gateway-only`: one uvicorn process) pinned to core 0, with the load generator
     and the fake on core 1: requests/s the gateway proxies at `--fake-concurrency`, and p50/p99
