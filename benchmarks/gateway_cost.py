@@ -37,6 +37,7 @@ from benchmarks.suite import (
     CountedLoad,
     gateway_process,
     gateway_vs_direct,
+    mean_cores,
     reuse_engines,
     start_engines,
 )
@@ -162,10 +163,7 @@ def paired_rounds(
         "added_ttft_p50_ms": statistics.median(r["added_ttft_p50_ms"] for r in rounds),
         "tpot_ratio": statistics.median(r["tpot_ratio"] for r in rounds),
         "failures": sum(r["failures"] for r in rounds),
-        "cpu_cores": {
-            name: sum(r["cpu_s"][name] for r in rounds) / sum(r["cpu_wall_s"] for r in rounds)
-            for name in rounds[0]["cpu_s"]
-        },
+        "cpu_cores": mean_cores(rounds),
     }
 
 

@@ -101,6 +101,10 @@ class Plan:
     workloads: tuple[str, ...] = ("multi-turn", "pair-128-256")
     prefix_knobs: tuple[tuple[str, Any], ...] = ()  # routing knobs for the prefix gateway (defaults if empty)
 
+    def paces(self, workload: str) -> bool:
+        """Whether `workload` runs at `arrival_rate` (an open loop) rather than with think time."""
+        return workload == "multi-turn" and bool(self.arrival_rate)
+
     @classmethod
     def quick(cls) -> Plan:
         return cls(
@@ -182,7 +186,7 @@ def ceiling(plan: Plan, model_dir: str) -> float:
     only that many turns of each conversation: the ceiling counts those (short conversations are
     a larger share new tokens, so their ceiling is lower)."""
     turns = plan.turns
-    if plan.arrival_rate:
+    if plan.paces("multi-turn") and plan.arrival_rate:
         turns = max(1, min(turns, int(plan.multi_turn_s * plan.arrival_rate / plan.users)))
     return history_hit_ceiling(
         model_dir,
@@ -217,10 +221,12 @@ def _measure(
     argv = _locust_argv(
         gateway, config, model_dir, workload, seconds=seconds, users=users, seed=seed, plan=plan, out=out
     )
-    paced = multi_turn and plan.arrival_rate is not None
     # Until every user has started: spawned over spawn_s, or in arrival mode spread over one pacing period.
-    start_s = (users / plan.arrival_rate if plan.arrival_rate else plan.spawn_s) if multi_turn else 0.0
-    if multi_turn and not paced:
+    start_s = 0.0
+    if plan.paces(workload) and plan.arrival_rate:
+        start_s = users / plan.arrival_rate
+    elif multi_turn:
+        start_s = plan.spawn_s
         argv += ["-r", str(users / plan.spawn_s)]
     out.mkdir(parents=True, exist_ok=True)
     with (out / "locust.log").open("w") as log:
@@ -306,7 +312,7 @@ def _locust_argv(
     argv += ["--csv", str(out / "locust"), "--summary-json", str(out / "summary.json")]
     argv += ["--turns", str(plan.turns), "--turn-tokens", str(plan.turn_tokens)]
     argv += ["--reply-tokens", str(plan.reply_tokens), "--system-prompt-tokens", str(plan.system_prompt_tokens)]
-    paced = scenario == "multi-turn" and plan.arrival_rate is not None
+    paced = plan.paces(scenario)
     if paced:
         # Each user starts a turn every users/rate seconds, the first spread over one such period;
         # a think time would come on top of that pacing.

@@ -522,19 +522,21 @@ def summarize_gateway_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def mean_cores(runs: list[dict[str, Any]]) -> dict[str, float]:
+    """Per process name, the cores it used over runs measured with a CpuMeter (seconds over wall)."""
+    wall = sum(r["cpu_wall_s"] for r in runs)
+    names = sorted({name for r in runs for name in r["cpu_s"]})
+    return {name: sum(r["cpu_s"].get(name, 0.0) for r in runs) / wall for name in names}
+
+
 def summarize_cpu(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """From runs measured with a CpuMeter: per path ("direct", "gateway"), the cores each
     process used on average, and the gateway's CPU per 1,000 output tokens. Empty without."""
     metered = [r for r in runs if "cpu_s" in r]
     if not metered:
         return {}
-    cores: dict[str, dict[str, float]] = {}
-    for via in sorted({r["via"] for r in metered}):
-        mine = [r for r in metered if r["via"] == via]
-        wall = sum(r["cpu_wall_s"] for r in mine)
-        names = sorted({name for r in mine for name in r["cpu_s"]})
-        cores[via] = {name: sum(r["cpu_s"].get(name, 0.0) for r in mine) / wall for name in names}
-    out: dict[str, Any] = {"cpu_cores": cores}
+    vias = sorted({r["via"] for r in metered})
+    out: dict[str, Any] = {"cpu_cores": {via: mean_cores([r for r in metered if r["via"] == via]) for via in vias}}
     through = [r for r in metered if r["via"] == "gateway" and "gateway" in r["cpu_s"]]
     tokens = sum(r["output_tokens"] for r in through)
     if tokens:
