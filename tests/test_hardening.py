@@ -145,16 +145,20 @@ def test_engine_killed_during_load_is_restarted_and_the_other_model_keeps_servin
     victim = engine_row(gateway, R1)
     restarts_before = victim["restarts"]
 
-    async def scenario() -> tuple[list[str], list[int], list[int]]:
+    async def scenario() -> tuple[list[tuple[float, list[str]]], list[int], list[int]]:
         async with httpx.AsyncClient(timeout=120) as client:
+            under_way = [asyncio.Event() for _ in range(3)]
 
-            async def r1_stream() -> str:
+            async def r1_stream(started: asyncio.Event) -> tuple[float, list[str]]:
+                t0, lines = time.perf_counter(), []
                 body = chat(R1, 1900, stream=True)
                 async with client.stream("POST", f"{gateway}/v1/chat/completions", json=body) as r:
                     assert r.status_code == 200
-                    lines = [line async for line in r.aiter_lines() if line.startswith("data: ")]
-                assert lines[-1] == "data: [DONE]"  # as vLLM ends a failed stream: the error, then [DONE]
-                return lines[-2]
+                    async for line in r.aiter_lines():
+                        if line.startswith("data: "):
+                            lines.append(line)
+                            started.set()
+                return time.perf_counter() - t0, lines
 
             async def qwen_requests() -> list[int]:
                 statuses = []
@@ -163,8 +167,15 @@ def test_engine_killed_during_load_is_restarted_and_the_other_model_keeps_servin
                     statuses.append(response.status_code)
                 return statuses
 
-            streams = [asyncio.create_task(r1_stream()) for _ in range(3)]
-            await asyncio.sleep(3)
+            streams = [asyncio.create_task(r1_stream(event)) for event in under_way]
+            # Kill once every stream has had its first event from the engine (a fixed sleep left
+            # that to chance: CI once saw a stream end normally instead of with the error), and
+            # only the engine the row still names.
+            async with asyncio.timeout(120):
+                for event in under_way:
+                    await event.wait()
+            row = next(r for r in (await client.get(f"{gateway}/engines")).json() if r["name"] == R1)
+            assert (row["pid"], row["state"]) == (victim["pid"], "ready"), row
             os.kill(victim["pid"], signal.SIGKILL)
             qwen = asyncio.create_task(qwen_requests())
             await asyncio.sleep(1)
@@ -173,9 +184,12 @@ def test_engine_killed_during_load_is_restarted_and_the_other_model_keeps_servin
             ]
             return list(await asyncio.gather(*streams)), await qwen, while_down
 
-    last_events, qwen_statuses, r1_while_down = asyncio.run(scenario())
-    for last in last_events:  # each running stream ended with an in-band error, not a hang
-        assert json.loads(last.removeprefix("data: "))["error"]["code"] in (502, 503)
+    streams, qwen_statuses, r1_while_down = asyncio.run(scenario())
+    for seconds, lines in streams:  # each running stream ended with an in-band error, not a hang
+        seen = f"{len(lines)} events in {seconds:.1f} s, the last: {[line[:300] for line in lines[-2:]]}"
+        # As vLLM ends a failed stream: the error, then [DONE].
+        assert len(lines) >= 2 and lines[-1] == "data: [DONE]", seen
+        assert json.loads(lines[-2].removeprefix("data: ")).get("error", {}).get("code") in (502, 503), seen
     assert qwen_statuses == [200] * 8
     assert set(r1_while_down) == {503}
     down = httpx.post(f"{gateway}/v1/chat/completions", json=chat(R1, 4), timeout=30)
