@@ -21,7 +21,10 @@ computed over, so that a replica's sessions come back to it when it recovers.
   goes to the least loaded replica (its tree size breaking ties). The cache is given up for load
   when the matching replica is overloaded next to the least loaded one: more than
   `balance_abs_threshold` requests in flight beyond it, and more than `balance_rel_threshold`
-  times its count. Either way the prompt is then recorded in the chosen replica's tree.
+  times its count. A match that ends where other prompts went on past it (`shared_prefix`: the
+  system prompt every conversation starts with) does not hold the prompt either: it goes to the
+  least loaded replica, the longer match breaking ties. Either way the prompt is then recorded
+  in the chosen replica's tree.
 
   Three choices differ from sgl-router, all for small fleets, where one conversation more or less
   is a large share of a replica's load: sgl-router judges imbalance across all replicas (max -
@@ -29,8 +32,12 @@ computed over, so that a replica's sessions come back to it when it recovers.
   matching replica's load that is judged. Replicas that match equally well (every one holds the
   shared system prompt) are told apart by load, where sgl-router takes any. And a new prompt goes
   to the least loaded replica, where sgl-router takes the smallest tree whatever its load. Its
-  default thresholds (32 requests, 1.1x) suit GPU batches of hundreds; ours (2, 1.5x) do not let
-  every new conversation pile onto the one replica that first cached the shared system prompt.
+  default thresholds (32 requests, 1.1x) suit GPU batches of hundreds; ours (2, 1.5x) keep a
+  busy replica from taking every new conversation. They act only under load, though: at a light
+  load, where in-flight counts stay at 0 or 1, every new conversation matched the system prompt
+  on the replica that cached it first and went there (a paced run put two thirds of the load on
+  one of two replicas), hence `shared_prefix`. A conversation's next turn still follows its
+  cache: its prompt extends the whole of the previous one, whose last block no prompt went past.
 
 Every choice carries a reason, counted in /metrics as `gateway_routing_decisions{model,reason}`.
 """
@@ -56,7 +63,7 @@ RING_POINTS_PER_REPLICA = 160
 @dataclass(frozen=True)
 class Choice:
     replica: Replica
-    reason: str  # least_loaded | sticky | moved | no_key | cache_hit | cache_miss | balance | no_prompt
+    reason: str  # least_loaded | sticky | moved | no_key | cache_hit | shared_prefix | cache_miss | balance | no_prompt
 
 
 class Policy(Protocol):
@@ -187,7 +194,13 @@ class CacheAware:
         best = max(matched.values())
         if best and best * self.index.block_chars / len(text) > self.cache_threshold:
             holder = self._least_loaded.pick([r for r in candidates if matched[r.url] == best])
-            if self.overloaded(holder, candidates):
+            if self.index.continued(path, best, holder.url):
+                # The match ends where other prompts went on (a shared system prompt): this one
+                # starts a branch of its own, and its later turns will follow it wherever it
+                # starts, so load places it; the longer match breaks ties.
+                longer = {url: -blocks for url, blocks in matched.items()}
+                choice = Choice(self._least_loaded.pick(candidates, tiebreak=longer), "shared_prefix")
+            elif self.overloaded(holder, candidates):
                 choice = Choice(self._least_loaded.pick(candidates), "balance")
             else:
                 choice = Choice(holder, "cache_hit")

@@ -4,6 +4,7 @@
     path = index.path(prompt)                 # the prompt's blocks, each named by its whole prefix
     index.matched(path, "http://10.0.0.7:8101")  # -> leading blocks this replica was sent: 12
     index.insert("http://10.0.0.7:8101", path)
+    index.continued(path, 12, "http://10.0.0.7:8101")  # -> True: another prompt went on past block 12
     index.size("http://10.0.0.7:8101")        # blocks remembered for it (never above max_blocks)
     index.forget("http://10.0.0.7:8101")      # a replica that left
 
@@ -23,6 +24,12 @@ descendants and eviction takes leaves first: what is left is still a tree of who
 replica that leaves takes its share with it (`forget`), so replicas coming and going cannot
 leave entries behind either. Memory is therefore bounded by replicas x `max_blocks` entries.
 
+Each name also records whether some prompt sent to that replica went on past it (`continued`):
+a match that ends where others went on is a prefix several prompts share (a system prompt, a
+conversation another branched from), and one that ends at a leaf is the whole of an earlier
+prompt that this one extends (the next turn of a conversation). The flag outlives an evicted
+child, which at worst makes a leaf look shared.
+
 Names are Python's 64-bit `hash` of (parent name, block): fast, and stable within a process,
 which is all this index needs (it is not shared).
 """
@@ -38,7 +45,8 @@ class PrefixIndex:
             raise ValueError("block_chars and max_blocks must be positive")
         self.block_chars = block_chars
         self.max_blocks = max_blocks
-        self._trees: dict[str, collections.OrderedDict[int, None]] = {}
+        # name -> whether a prompt sent to the replica went on past that block
+        self._trees: dict[str, collections.OrderedDict[int, bool]] = {}
 
     def path(self, text: str) -> list[int]:
         """The names of the prompt's whole blocks, root first."""
@@ -62,11 +70,19 @@ class PrefixIndex:
             count += 1
         return count
 
+    def continued(self, path: list[int], blocks: int, replica: str) -> bool:
+        """Whether a prompt sent to `replica` went on past the first `blocks` blocks of `path`
+        (which the replica's tree holds: `blocks` <= matched(path, replica))."""
+        tree = self._trees.get(replica)
+        return bool(blocks >= 1 and tree and tree.get(path[blocks - 1], False))
+
     def insert(self, replica: str, path: list[int]) -> None:
         """Remember that `path` was sent to `replica`, freshest at the root; evict beyond the cap."""
         tree = self._trees.setdefault(replica, collections.OrderedDict())
-        for name in reversed(path):
-            tree[name] = None
+        last = len(path) - 1
+        for i in range(last, -1, -1):
+            name = path[i]
+            tree[name] = i < last or tree.get(name, False)
             tree.move_to_end(name)
         while len(tree) > self.max_blocks:
             tree.popitem(last=False)

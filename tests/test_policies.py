@@ -242,3 +242,48 @@ def test_new_conversations_sharing_a_system_prompt_spread_with_the_default_thres
         assert choice is not None
         choice.replica.in_flight += 1
     assert sorted(replica.in_flight for replica in r.replicas) == [4, 4]
+
+
+def test_new_conversations_spread_by_load_even_when_the_load_is_light() -> None:
+    # Open loop at a light load: one or two conversations in flight. Before `shared_prefix`
+    # every new one matched the system prompt on the replica that cached it first and went there
+    # (the balance thresholds never trip at these counts).
+    r = route("prefix", URLS[:2])
+    system = words(300, seed=15)
+    reasons = collections.Counter()
+    placed = collections.Counter()
+    for conversation in range(8):
+        r.replicas[conversation % 2].in_flight = 1  # the other replica is idle
+        choice = r.decide(hints=prompt(system + words(30, seed=200 + conversation)))
+        assert choice is not None and choice.replica.in_flight == 0
+        reasons[choice.reason] += 1
+        placed[choice.replica.url] += 1
+        for replica in r.replicas:
+            replica.in_flight = 0
+    assert placed == {URLS[0]: 4, URLS[1]: 4}
+    assert reasons == {"cache_miss": 1, "shared_prefix": 7}
+
+
+def test_a_shared_prefix_goes_to_the_longer_match_when_loads_are_equal() -> None:
+    r = route("prefix", URLS[:2])
+    system = words(300, seed=16)
+    first = r.decide(hints=prompt(system + words(30, seed=17)))
+    assert first is not None
+    for seed in range(18, 22):  # idle fleet: the replica holding the system prompt keeps it
+        choice = r.decide(hints=prompt(system + words(30, seed=seed)))
+        assert choice is not None and choice.replica is first.replica and choice.reason == "shared_prefix"
+
+
+def test_a_conversations_next_turn_follows_its_cache_past_a_lighter_replica() -> None:
+    r = route("prefix", URLS[:2])
+    system = words(300, seed=23)
+    conversation = system + words(30, seed=24)
+    home = r.decide(hints=prompt(conversation))
+    assert home is not None
+    other = r.decide(hints=prompt(system + words(30, seed=25)))  # another conversation branches
+    assert other is not None
+    home.replica.in_flight = 2  # busier, but within the balance thresholds
+    for turn in range(26, 30):
+        conversation += words(40, seed=turn)
+        choice = r.decide(hints=prompt(conversation))
+        assert choice is not None and choice.replica is home.replica and choice.reason == "cache_hit"

@@ -37,6 +37,24 @@ def test_match_counts_leading_blocks_per_replica() -> None:
     assert index.matched(probe, "http://unknown:1") == 0
 
 
+def test_continued_tells_a_shared_prefix_from_the_whole_of_an_earlier_prompt() -> None:
+    index = PrefixIndex(block_chars=8, max_blocks=100)
+    system, first_turn = text(80, seed=1), text(40, seed=2)
+    index.insert(A, index.path(system + first_turn))
+    # A new conversation matches the system prompt (10 blocks), where the first one went on.
+    new = index.path(system + text(40, seed=3))
+    assert index.matched(new, A) == 10 and index.continued(new, 10, A)
+    # The first conversation's next turn matches all of its first prompt, a leaf.
+    next_turn = index.path(system + first_turn + text(40, seed=4))
+    assert index.matched(next_turn, A) == 15 and not index.continued(next_turn, 15, A)
+    index.insert(A, next_turn)
+    assert index.continued(next_turn, 15, A)  # now a later prompt went on past it
+    # A re-insert of the shorter prompt does not clear the flag; other replicas have their own.
+    index.insert(A, index.path(system + first_turn))
+    assert index.continued(next_turn, 15, A)
+    assert not index.continued(next_turn, 15, B) and not index.continued(next_turn, 0, A)
+
+
 def test_the_cap_holds_and_evicts_least_recently_used_leaves_first() -> None:
     index = PrefixIndex(block_chars=8, max_blocks=50)
     system = index.path(text(80, seed=5))  # 10 blocks every prompt shares
