@@ -50,20 +50,9 @@ def tree_rss_bytes(pid: int) -> int:
 
 def idle_cpu_percent(pid: int, *, seconds: float = 5.0) -> float:
     """CPU used by the whole tree over `seconds`, in percent of one core (200 = two cores busy)."""
-    processes = process_tree(pid)
-    before = {}
-    for p in processes:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            before[p.pid] = p.cpu_times()
-    started = time.monotonic()
-    time.sleep(seconds)
-    used = 0.0
-    for p in processes:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            now, then = p.cpu_times(), before.get(p.pid)
-            if then is not None:
-                used += (now.user + now.system) - (then.user + then.system)
-    return 100.0 * used / (time.monotonic() - started)
+    with CpuMeter({"tree": pid}) as meter:
+        time.sleep(seconds)
+    return 100.0 * meter.cores["tree"]
 
 
 def tree_cpu_seconds(pid: int) -> float:

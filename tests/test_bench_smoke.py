@@ -25,7 +25,7 @@ from benchmarks import fake_upstream
 from benchmarks.bench_cli import build_plan, parse_args
 from benchmarks.load import ChatRequest, raw_post, run_load, run_raw_http
 from benchmarks.report import write_report
-from benchmarks.resources import CpuMeter
+from benchmarks.resources import CpuMeter, idle_cpu_percent
 from benchmarks.suite import BenchPlan, summarize_gateway_runs, summarize_sampling_runs
 from tests.conftest import ROOT, Stack
 from workload.engine_metrics import TokenCounters, cross_check, read_token_counters
@@ -102,6 +102,26 @@ def test_cpu_meter_counts_a_process_tree_and_a_process_alone() -> None:
     assert meter.seconds["tree"] > 0.3  # the child spun for most of the second (less on a busy machine)
     assert meter.seconds["alone"] < 0.1  # the parent only waited
     assert meter.cores["tree"] == pytest.approx(meter.seconds["tree"] / meter.wall_s)
+
+
+def test_idle_cpu_percent_is_the_trees_share_of_one_core() -> None:
+    """A parent that sleeps while its child spins: about one core; a process that only sleeps: ~0."""
+    spin = [sys.executable, "-c", "while True: pass"]
+    code = f"import subprocess, time; subprocess.Popen({spin!r}); time.sleep(60)"
+    busy_tree, sleeper = subprocess.Popen([sys.executable, "-c", code]), subprocess.Popen(["sleep", "60"])
+    try:
+        deadline = time.monotonic() + 30
+        while not psutil.Process(busy_tree.pid).children() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        busy, quiet = idle_cpu_percent(busy_tree.pid, seconds=1.0), idle_cpu_percent(sleeper.pid, seconds=0.5)
+    finally:
+        for child in psutil.Process(busy_tree.pid).children(recursive=True):
+            child.kill()
+        for process in (busy_tree, sleeper):
+            process.kill()
+            process.wait()
+    assert 30 < busy < 130  # the spinning child, most of one core (less on a busy machine)
+    assert 0 <= quiet < 10
 
 
 def test_sampling_summary_compares_sampled_with_greedy_per_plugin_state() -> None:
