@@ -86,29 +86,52 @@ def one_line(r: dict[str, Any]) -> str:
 
 
 def table(results: dict[str, Any]) -> str:
-    lines = [
-        "| round | hit rate least_loaded / prefix | ratio (goal >= 1.5x) | TTFT p50 least_loaded / prefix "
-        "| reduction (goal >= 25%) | multi-turn tok/s ratio | no shared prefix: tok/s least_loaded / prefix "
-        "| ratio (goal >= 97%) |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for row in results["summary"]["rounds"]:
-        hit = row.get("hit_rate", (None, None))
-        ttft = row.get("ttft_p50_ms", (None, None))
-        tok = row.get("no_prefix_tok_s", (None, None))
-        lines.append(
-            f"| {row['round']} | {_fmt(hit[0], '.1%')} / {_fmt(hit[1], '.1%')} "
-            f"| {_fmt(row.get('hit_rate_ratio'), '.2f')}x "
-            f"| {_fmt(ttft[0], ',.0f')} / {_fmt(ttft[1], ',.0f')} ms | {_fmt(row.get('ttft_p50_reduction'), '.0%')} "
-            f"| {_fmt(row.get('multi_turn_tok_s_ratio'), '.2f')}x | {_fmt(tok[0], '.1f')} / {_fmt(tok[1], '.1f')} "
-            f"| {_fmt(row.get('no_prefix_tok_s_ratio'), '.1%')} |"
-        )
-    m = results["summary"]["median"]
-    lines.append(
-        f"| **median** | | **{_fmt(m['hit_rate_ratio'], '.2f')}x** | | **{_fmt(m['ttft_p50_reduction'], '.0%')}** "
-        f"| **{_fmt(m['multi_turn_tok_s_ratio'], '.2f')}x** | | **{_fmt(m['no_prefix_tok_s_ratio'], '.1%')}** |"
-    )
+    """One row per round and the medians; a workload left out with --workloads has no columns."""
+    rows, m = results["summary"]["rounds"], results["summary"]["median"]
+
+    def both(row: dict[str, Any], key: str, spec: str) -> str:
+        ll, px = row.get(key, (None, None))
+        return f"{_fmt(ll, spec)} / {_fmt(px, spec)}"
+
+    # (header, the round's cell, the median's cell)
+    columns: list[tuple[str, Any, str]] = []
+    if any("hit_rate" in row for row in rows):
+        columns += [
+            ("hit rate least_loaded / prefix", lambda r: both(r, "hit_rate", ".1%"), ""),
+            (
+                "ratio (goal >= 1.5x)",
+                lambda r: f"{_fmt(r.get('hit_rate_ratio'), '.2f')}x",
+                f"**{_fmt(m['hit_rate_ratio'], '.2f')}x**",
+            ),
+            ("TTFT p50 least_loaded / prefix", lambda r: both(r, "ttft_p50_ms", ",.0f") + " ms", ""),
+            (
+                "reduction (goal >= 25%)",
+                lambda r: _fmt(r.get("ttft_p50_reduction"), ".0%"),
+                f"**{_fmt(m['ttft_p50_reduction'], '.0%')}**",
+            ),
+            (
+                "multi-turn tok/s ratio",
+                lambda r: f"{_fmt(r.get('multi_turn_tok_s_ratio'), '.2f')}x",
+                f"**{_fmt(m['multi_turn_tok_s_ratio'], '.2f')}x**",
+            ),
+        ]
+    if any("no_prefix_tok_s" in row for row in rows):
+        columns += [
+            ("no shared prefix: tok/s least_loaded / prefix", lambda r: both(r, "no_prefix_tok_s", ".1f"), ""),
+            (
+                "ratio (goal >= 97%)",
+                lambda r: _fmt(r.get("no_prefix_tok_s_ratio"), ".1%"),
+                f"**{_fmt(m['no_prefix_tok_s_ratio'], '.1%')}**",
+            ),
+        ]
+    lines = [_row(["round", *(header for header, _, _ in columns)]), "|---|" + "---|" * len(columns)]
+    lines += [_row([str(row["round"]), *(cell(row) for _, cell, _ in columns)]) for row in rows]
+    lines.append(_row(["**median**", *(median for _, _, median in columns)]))
     return "\n".join(lines)
+
+
+def _row(cells: list[str]) -> str:
+    return "|" + "".join(f" {cell} |" if cell else " |" for cell in cells)
 
 
 def load_line(results: dict[str, Any]) -> str:

@@ -71,6 +71,17 @@ def test_table_and_files(tmp_path: Path) -> None:
     assert "2.00x" in (tmp_path / "report.md").read_text()
 
 
+def test_table_has_columns_only_for_the_workloads_that_ran() -> None:
+    multi_turn = [r for r in RECORDS if r["workload"] == "multi-turn"]  # as with --workloads multi-turn
+    text = table({"summary": summarize(multi_turn)})
+    assert "no shared prefix" not in text and "n/a" not in text
+    assert "| 2 | 50.0% / 90.0% | 1.80x | 1,500 / 900 ms | 40% | 1.10x |" in text
+    pair = [r for r in RECORDS if r["workload"] == "pair-128-256"]
+    text = table({"summary": summarize(pair)})
+    assert text.splitlines()[0] == "| round | no shared prefix: tok/s least_loaded / prefix | ratio (goal >= 97%) |"
+    assert "| 1 | 100.0 / 98.0 | 98.0% |" in text and "| **median** | | **98.0%** |" in text
+
+
 def test_plot_draws_only_the_workloads_that_ran(tmp_path: Path) -> None:
     multi_turn = [r for r in RECORDS if r["workload"] == "multi-turn"]  # as with --workloads multi-turn
     titles = plot({"summary": summarize(multi_turn)}, tmp_path / "one.png")
