@@ -101,9 +101,9 @@ class Plan:
     workloads: tuple[str, ...] = ("multi-turn", "pair-128-256")
     prefix_knobs: tuple[tuple[str, Any], ...] = ()  # routing knobs for the prefix gateway (defaults if empty)
 
-    def paces(self, workload: str) -> bool:
-        """Whether `workload` runs at `arrival_rate` (an open loop) rather than with think time."""
-        return workload == "multi-turn" and bool(self.arrival_rate)
+    def rate(self, workload: str) -> float | None:
+        """The requests/s `workload` is paced at (an open loop), or None: a closed loop with think time."""
+        return self.arrival_rate if workload == "multi-turn" and self.arrival_rate else None
 
     @classmethod
     def quick(cls) -> Plan:
@@ -186,8 +186,9 @@ def ceiling(plan: Plan, model_dir: str) -> float:
     only that many turns of each conversation: the ceiling counts those (short conversations are
     a larger share new tokens, so their ceiling is lower)."""
     turns = plan.turns
-    if plan.paces("multi-turn") and plan.arrival_rate:
-        turns = max(1, min(turns, int(plan.multi_turn_s * plan.arrival_rate / plan.users)))
+    rate = plan.rate("multi-turn")
+    if rate:
+        turns = max(1, min(turns, int(plan.multi_turn_s * rate / plan.users)))
     return history_hit_ceiling(
         model_dir,
         turns=turns,
@@ -223,8 +224,9 @@ def _measure(
     )
     # Until every user has started: spawned over spawn_s, or in arrival mode spread over one pacing period.
     start_s = 0.0
-    if plan.paces(workload) and plan.arrival_rate:
-        start_s = users / plan.arrival_rate
+    rate = plan.rate(workload)
+    if rate:
+        start_s = users / rate
     elif multi_turn:
         start_s = plan.spawn_s
         argv += ["-r", str(users / plan.spawn_s)]
@@ -312,12 +314,12 @@ def _locust_argv(
     argv += ["--csv", str(out / "locust"), "--summary-json", str(out / "summary.json")]
     argv += ["--turns", str(plan.turns), "--turn-tokens", str(plan.turn_tokens)]
     argv += ["--reply-tokens", str(plan.reply_tokens), "--system-prompt-tokens", str(plan.system_prompt_tokens)]
-    paced = plan.paces(scenario)
-    if paced:
+    rate = plan.rate(scenario)
+    if rate:
         # Each user starts a turn every users/rate seconds, the first spread over one such period;
         # a think time would come on top of that pacing.
-        argv += ["--shape", "arrival", "--arrival-rate", str(plan.arrival_rate)]
-    argv += ["--conversation-seed", str(seed), "--think-time", str(0.0 if paced else plan.think_time_s)]
+        argv += ["--shape", "arrival", "--arrival-rate", str(rate)]
+    argv += ["--conversation-seed", str(seed), "--think-time", str(0.0 if rate else plan.think_time_s)]
     return argv
 
 
