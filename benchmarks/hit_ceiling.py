@@ -1,7 +1,8 @@
 """The best prefix-cache hit rate a multi-turn workload allows, whatever the routing.
 
-    ceiling = history_hit_ceiling(tokenizer_dir, turns=12, turn_tokens=128, reply_tokens=64,
+    ceiling = history_hit_ceiling(tokenizer_dir, lengths=[12] * 12, turn_tokens=128, reply_tokens=64,
                                   system_prompt_tokens=256)   # e.g. 0.87
+    conversation_turns(requests=114, users=12, turns=12)      # -> [10, 10, 10, 10, 10, 10, 9, ...]
 
 A turn's prompt is the conversation so far plus a new user turn (loadtest/conversations.py). At
 best its engine still holds everything before that turn: the previous prompt and the reply it
@@ -12,9 +13,15 @@ template over whole conversations, the first turn finding only the shared system
 compares hit rates as vLLM counts them (`vllm:prefix_cache_hits` over
 `vllm:prefix_cache_queries`). Replies are random words of `reply_tokens` tokens, standing in for
 the model's text, which re-tokenizes the same way.
+
+A run rarely gets through whole conversations: `lengths` are the turns of each conversation it
+did get through (`conversation_turns`), since short ones are a larger share of first turns,
+whose history is only the system prompt, and have the lower ceiling.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from loadtest.conversations import Conversation, shared_system_prompt
 from workload.prompts import PromptFactory, chat_ids, load_tokenizer
@@ -22,15 +29,25 @@ from workload.prompts import PromptFactory, chat_ids, load_tokenizer
 CPU_BLOCK_TOKENS = 128
 
 
+def conversation_turns(*, requests: int, users: int, turns: int) -> list[int]:
+    """The conversations `requests` turns over `users` make: the turns shared out as evenly as
+    they divide, each user's cut into conversations of `turns` (a user who finishes one starts
+    another, loadtest/users.py)."""
+    lengths = []
+    for user in range(users):
+        mine = requests // users + (1 if user < requests % users else 0)
+        lengths += [turns] * (mine // turns) + ([mine % turns] if mine % turns else [])
+    return lengths
+
+
 def history_hit_ceiling(
     tokenizer_dir: str,
     *,
-    turns: int,
+    lengths: Sequence[int],
     turn_tokens: int,
     reply_tokens: int,
     system_prompt_tokens: int,
     block_tokens: int = CPU_BLOCK_TOKENS,
-    conversations: int = 12,
     seed: int = 0,
 ) -> float:
     tokenizer = load_tokenizer(tokenizer_dir)
@@ -38,7 +55,7 @@ def history_hit_ceiling(
     system = shared_system_prompt(tokenizer_dir, tokens=system_prompt_tokens, seed=seed)
     shared = chat_ids(tokenizer, [{"role": "system", "content": system}], generation_prompt=False)
     hits = queries = 0
-    for _ in range(conversations):
+    for turns in lengths:
         conversation = Conversation(system, turns=turns)
         cached = shared  # every replica holds the shared system prompt
         while not conversation.finished:

@@ -46,6 +46,7 @@ import contextlib
 import csv
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -58,7 +59,7 @@ import httpx
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from benchmarks.hit_ceiling import history_hit_ceiling
+from benchmarks.hit_ceiling import conversation_turns, history_hit_ceiling
 from benchmarks.resources import free_port
 from benchmarks.routing_report import POLICIES, one_line, summarize
 from gateway.config import DeploymentConfig, ModelSpec, load_config
@@ -175,28 +176,30 @@ def run(plan: Plan, *, port_base: int | None, progress: Progress, workdir: Path)
         },
         "runs": records,
         "summary": summarize(records),
-        "hit_rate_ceiling": ceiling(plan, model_dir) if "multi-turn" in plan.workloads else None,
+        "hit_rate_ceiling": ceiling(plan, model_dir, records),
     }
 
 
-def ceiling(plan: Plan, model_dir: str) -> float:
-    """The multi-turn hit rate with every turn finding its whole conversation cached (benchmarks/hit_ceiling.py).
-
-    Paced at `arrival_rate`, a user starts a turn every users/rate seconds, so a run gets through
-    only that many turns of each conversation: the ceiling counts those (short conversations are
-    a larger share new tokens, so their ceiling is lower)."""
-    turns = plan.turns
-    rate = plan.rate("multi-turn")
-    if rate:
-        turns = max(1, min(turns, int(plan.multi_turn_s * rate / plan.users)))
-    return history_hit_ceiling(
+def ceiling(plan: Plan, model_dir: str, records: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The multi-turn hit rate with every turn finding its whole conversation cached
+    (benchmarks/hit_ceiling.py), over the conversations the `prefix` runs got through: their
+    median request count shared out over the users. Runs end conversations part way (a closed
+    loop's at whatever turn its latency allowed; one paced at `arrival_rate` after
+    rate x seconds / users turns a user), and short conversations have the lower ceiling: the
+    plan's whole conversations would overstate what a run could reach."""
+    counts = [r["requests"] for r in records if r["workload"] == "multi-turn" and r["policy"] == "prefix"]
+    if not counts:
+        return None
+    requests = round(statistics.median(counts))
+    lengths = conversation_turns(requests=requests, users=plan.users, turns=plan.turns)
+    rate = history_hit_ceiling(
         model_dir,
-        turns=turns,
+        lengths=lengths,
         turn_tokens=plan.turn_tokens,
         reply_tokens=plan.reply_tokens,
         system_prompt_tokens=plan.system_prompt_tokens,
-        conversations=plan.users,
     )
+    return {"hit_rate": rate, "requests": requests, "users": plan.users}
 
 
 # --- one measured run ---------------------------------------------------------------------------

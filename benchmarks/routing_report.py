@@ -157,15 +157,18 @@ def load_line(results: dict[str, Any]) -> str:
 
 
 def ceiling_line(results: dict[str, Any]) -> str:
-    """The hit rate no routing can beat on this workload, and the ratio over least_loaded it allows."""
+    """The hit rate no routing can beat on the conversations the runs got through, and the ratio
+    over least_loaded it allows."""
     best = results.get("hit_rate_ceiling")
     rates = [r["hit_rate"][0] for r in results["summary"]["rounds"] if r.get("hit_rate", (None,))[0]]
     if best is None or not rates:
         return ""
     base = statistics.median(rates)
     return (
-        f"\nHistory ceiling (every turn finds its whole conversation cached, benchmarks/hit_ceiling.py): "
-        f"{best:.1%}, so at most {best / base:.2f}x over least_loaded's median {base:.1%}.\n"
+        f"\nHistory ceiling (every turn finds its whole conversation cached, benchmarks/hit_ceiling.py, "
+        f"over the turns the prefix runs got through: {best['requests']} requests, their median, over "
+        f"{best['users']} users): {best['hit_rate']:.1%}, so at most {best['hit_rate'] / base:.2f}x over "
+        f"least_loaded's median {base:.1%}.\n"
     )
 
 

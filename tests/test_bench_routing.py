@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from benchmarks import routing
-from benchmarks.hit_ceiling import history_hit_ceiling
+from benchmarks.hit_ceiling import conversation_turns, history_hit_ceiling
 from benchmarks.routing import Plan, _locust_argv
 from benchmarks.routing_report import plot, summarize, table, write
 
@@ -90,13 +90,19 @@ def test_plot_draws_only_the_workloads_that_ran(tmp_path: Path) -> None:
 
 
 def test_report_states_the_ceiling_and_the_ratio_it_allows(tmp_path: Path) -> None:
-    results = {"date": "today", "runs": RECORDS, "summary": summarize(RECORDS), "hit_rate_ceiling": 0.9}
+    results = {
+        "date": "today",
+        "runs": RECORDS,
+        "summary": summarize(RECORDS),
+        "hit_rate_ceiling": {"hit_rate": 0.9, "requests": 90, "users": 12},
+    }
     results["engines"] = {"model": "m", "replicas": 3, "cores": [0, 1, 0]}
     write(results, tmp_path)
     report = (tmp_path / "report.md").read_text()
     assert report.startswith("# Routing benchmark, today: 3 replicas on cores [0, 1, 0]\n")
     # least_loaded's hit rates in RECORDS: 40% and 50%, median 45%: no routing beats 0.9 / 0.45.
-    assert "90.0%, so at most 2.00x over least_loaded's median 45.0%" in report
+    assert "got through: 90 requests, their median, over 12 users): 90.0%, so at most 2.00x over" in report
+    assert "least_loaded's median 45.0%" in report
     assert "ceiling" not in table(results)
 
 
@@ -136,28 +142,47 @@ def test_arrival_rate_paces_multi_turn_only(tmp_path: Path) -> None:
 
 def test_history_ceiling_counts_whole_blocks_of_the_history() -> None:
     smollm2 = str(ROOT / ".cache" / "models" / "smollm2-135m-instruct")
-    shape = {"turn_tokens": 128, "reply_tokens": 64, "system_prompt_tokens": 256, "conversations": 3}
-    twelve = history_hit_ceiling(smollm2, turns=12, **shape)
+    shape = {"turn_tokens": 128, "reply_tokens": 64, "system_prompt_tokens": 256}
+    twelve = history_hit_ceiling(smollm2, lengths=[12] * 3, **shape)
     # Per turn about 200 new tokens plus the partial last block are never cached, of prompts
     # growing by 192 tokens a turn from about 400: 80-90% over 12 turns.
     assert 0.8 < twelve < 0.9
     # Shorter conversations are more first turns (only the system prompt cached): lower.
-    assert history_hit_ceiling(smollm2, turns=3, **shape) < twelve - 0.1
+    assert history_hit_ceiling(smollm2, lengths=[3] * 3, **shape) < twelve - 0.1
+    assert history_hit_ceiling(smollm2, lengths=[12, 12, 3], **shape) < twelve
     # Larger blocks leave a larger partial block uncached.
-    assert history_hit_ceiling(smollm2, turns=12, block_tokens=512, **shape) < twelve - 0.05
+    assert history_hit_ceiling(smollm2, lengths=[12] * 3, block_tokens=512, **shape) < twelve - 0.05
 
 
-def test_paced_ceiling_counts_the_turns_a_run_reaches(monkeypatch: pytest.MonkeyPatch) -> None:
-    """At 0.2 requests/s over 12 users a user starts a turn every 60 s: 6 turns in a 360 s run,
-    not the plan's 12, and the ceiling is computed for those."""
-    seen: list[int] = []
+def test_conversation_turns_share_the_requests_out_and_cut_them_into_conversations() -> None:
+    assert conversation_turns(requests=72, users=12, turns=12) == [6] * 12
+    # 114 over 12: six users got 10 turns, six 9.
+    assert conversation_turns(requests=114, users=12, turns=12) == [10] * 6 + [9] * 6
+    # 15 turns a user: one whole conversation and three turns of the next.
+    assert conversation_turns(requests=30, users=2, turns=12) == [12, 3, 12, 3]
+    assert conversation_turns(requests=24, users=2, turns=12) == [12, 12]
+    assert conversation_turns(requests=1, users=3, turns=12) == [1]
 
-    def counted(model_dir: str, *, turns: int, **shape: int) -> float:
-        seen.append(turns)
+
+def test_ceiling_counts_the_turns_the_prefix_runs_reached(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs end conversations part way (a closed loop at whatever turn its latency allowed, a paced
+    one after rate x seconds / users turns): the ceiling is computed over the prefix runs' median
+    request count, not the plan's whole conversations."""
+    seen: list[list[int]] = []
+
+    def counted(model_dir: str, *, lengths: list[int], **shape: int) -> float:
+        seen.append(list(lengths))
         return 0.5
 
     monkeypatch.setattr(routing, "history_hit_ceiling", counted)
-    routing.ceiling(Plan(users=12, multi_turn_s=360, turns=12, arrival_rate=0.2), "m")
-    routing.ceiling(Plan(users=12, multi_turn_s=360, turns=12), "m")
-    routing.ceiling(Plan(users=12, multi_turn_s=360, turns=4, arrival_rate=0.2), "m")
-    assert seen == [6, 12, 4]
+    runs = [
+        {"workload": "multi-turn", "policy": "prefix", "requests": 70},
+        {"workload": "multi-turn", "policy": "prefix", "requests": 72},
+        {"workload": "multi-turn", "policy": "prefix", "requests": 90},
+        {"workload": "multi-turn", "policy": "least_loaded", "requests": 20},  # not the prefix runs
+        {"workload": "pair-128-256", "policy": "prefix", "requests": 500},  # not multi-turn
+    ]
+    best = routing.ceiling(Plan(users=12, turns=12), "m", runs)
+    assert seen == [[6] * 12] and best == {"hit_rate": 0.5, "requests": 72, "users": 12}
+    assert routing.ceiling(Plan(users=12, turns=4), "m", runs) is not None and seen[-1] == [4, 2] * 12
+    assert routing.ceiling(Plan(), "m", [r for r in runs if r["workload"] != "multi-turn"]) is None
