@@ -10,6 +10,7 @@ import pytest
 
 from benchmarks import routing
 from benchmarks.hit_ceiling import conversation_turns, history_hit_ceiling
+from benchmarks.reply_tokens import agreeing
 from benchmarks.routing import Plan, _locust_argv
 from benchmarks.routing_report import plot, summarize, table, write
 
@@ -186,3 +187,11 @@ def test_ceiling_counts_the_turns_the_prefix_runs_reached(monkeypatch: pytest.Mo
     assert seen == [[6] * 12] and best == {"hit_rate": 0.5, "requests": 72, "users": 12}
     assert routing.ceiling(Plan(users=12, turns=4), "m", runs) is not None and seen[-1] == [4, 2] * 12
     assert routing.ceiling(Plan(), "m", [r for r in runs if r["workload"] != "multi-turn"]) is None
+
+
+def test_reply_agreement_counts_the_generated_ids_the_next_prompt_repeats() -> None:
+    prompt, reply = [1, 2, 3], [10, 11, 12, 13]
+    assert agreeing([1, 2, 3, 10, 11, 12, 13, 2, 9], prompt, reply) == 4  # all of it, then the template
+    assert agreeing([1, 2, 3, 10, 11, 99, 13], prompt, reply) == 2  # re-tokenized differently from the third id
+    assert agreeing([1, 2, 3, 77], prompt, reply) == 0
+    assert agreeing([1, 2, 3], prompt, reply) == 0  # shorter than the prompt: nothing of the reply
