@@ -12,7 +12,10 @@ the last prompt token). This is that best case, counted with the model's own tok
 template over whole conversations, the first turn finding only the shared system prompt; it
 compares hit rates as vLLM counts them (`vllm:prefix_cache_hits` over
 `vllm:prefix_cache_queries`). Replies are random words of `reply_tokens` tokens, standing in for
-the model's text, which re-tokenizes the same way.
+the model's text, and count as cached exactly as tokenized. An engine gives less: the client sends
+the reply back as text, which is tokenized afresh, and a model's generated ids are often not the
+tokenizer's own split of their text (benchmarks/reply_tokens.py measured 4 replies of 10 agreeing
+for SmolLM2), so the next turn's hit ends inside such a reply.
 
 A run rarely gets through whole conversations: `lengths` are the turns of each conversation it
 did get through (`conversation_turns`), since short ones are a larger share of first turns,

@@ -188,9 +188,9 @@ def ceiling(plan: Plan, model_dir: str, records: list[dict[str, Any]]) -> dict[s
     rate x seconds / users turns a user), and short conversations have the lower ceiling: the
     plan's whole conversations would overstate what a run could reach."""
     counts = [r["requests"] for r in records if r["workload"] == "multi-turn" and r["policy"] == "prefix"]
-    if not counts:
-        return None
-    requests = round(statistics.median(counts))
+    requests = round(statistics.median(counts)) if counts else 0
+    if requests < 1:
+        return None  # no multi-turn run, or none got a turn through
     lengths = conversation_turns(requests=requests, users=plan.users, turns=plan.turns)
     rate = history_hit_ceiling(
         model_dir,

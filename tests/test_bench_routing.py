@@ -187,6 +187,7 @@ def test_ceiling_counts_the_turns_the_prefix_runs_reached(monkeypatch: pytest.Mo
     assert seen == [[6] * 12] and best == {"hit_rate": 0.5, "requests": 72, "users": 12}
     assert routing.ceiling(Plan(users=12, turns=4), "m", runs) is not None and seen[-1] == [4, 2] * 12
     assert routing.ceiling(Plan(), "m", [r for r in runs if r["workload"] != "multi-turn"]) is None
+    assert routing.ceiling(Plan(), "m", [{"workload": "multi-turn", "policy": "prefix", "requests": 0}]) is None
 
 
 def test_reply_agreement_counts_the_generated_ids_the_next_prompt_repeats() -> None:
