@@ -63,7 +63,7 @@ def history_hit_ceiling(
         cached = shared  # every replica holds the shared system prompt
         while not conversation.finished:
             prompt = chat_ids(tokenizer, conversation.ask(factory.words(turn_tokens)))
-            common = _common_prefix(prompt, cached)
+            common = common_prefix(prompt, cached)
             hits += min(common, len(prompt) - 1) // block_tokens * block_tokens
             queries += len(prompt)
             reply = tokenizer(" ".join(factory.words(reply_tokens)), add_special_tokens=False)["input_ids"]
@@ -73,7 +73,8 @@ def history_hit_ceiling(
     return hits / queries
 
 
-def _common_prefix(a: list[int], b: list[int]) -> int:
+def common_prefix(a: list[int], b: list[int]) -> int:
+    """How many leading ids `a` and `b` share."""
     n = 0
     for x, y in zip(a, b, strict=False):
         if x != y:

@@ -24,30 +24,26 @@ from typing import Any
 
 import httpx
 
+from benchmarks.hit_ceiling import common_prefix
 from benchmarks.routing import MODEL, ROOT, Plan, _engine, _smollm2
 from gateway.config import load_config
 from loadtest.conversations import Conversation, shared_system_prompt
 from workload.prompts import PromptFactory, chat_ids, load_tokenizer
 
-MODES: dict[str, dict[str, Any]] = {"ignore_eos": {"ignore_eos": True}, "min_tokens": {}}
+MODES = ("ignore_eos", "min_tokens")
 
 
 def agreeing(next_prompt: list[int], prompt: list[int], generated: list[int]) -> int:
     """How many of the generated ids the next turn's prompt repeats, from the start of the reply."""
-    cached = prompt + generated
-    common = 0
-    for a, b in zip(next_prompt, cached, strict=False):
-        if a != b:
-            break
-        common += 1
-    return max(0, min(common - len(prompt), len(generated)))
+    return max(0, min(common_prefix(next_prompt, prompt + generated) - len(prompt), len(generated)))
 
 
 def measure(url: str, model_dir: str, *, mode: str, replies: int, reply_tokens: int, seed: int) -> dict[str, Any]:
     tokenizer = load_tokenizer(model_dir)
     factory = PromptFactory(tokenizer, seed=seed)
     system = shared_system_prompt(model_dir, tokens=256, seed=seed)
-    extra = MODES[mode] or {"min_tokens": reply_tokens}
+    extra: dict[str, Any] = {"ignore_eos": True} if mode == "ignore_eos" else {"min_tokens": reply_tokens}
+    special = set(tokenizer.all_special_ids)
     lost: list[int] = []
     specials = 0
     with httpx.Client(timeout=300) as client:
@@ -64,7 +60,7 @@ def measure(url: str, model_dir: str, *, mode: str, replies: int, reply_tokens: 
             response.raise_for_status()
             answer = response.json()
             generated = answer["choices"][0]["token_ids"]
-            specials += sum(1 for t in generated if t in set(tokenizer.all_special_ids))
+            specials += sum(1 for t in generated if t in special)
             conversation.answer(answer["choices"][0]["message"]["content"])
             next_prompt = chat_ids(tokenizer, conversation.ask(factory.words(128)))
             lost.append(len(generated) - agreeing(next_prompt, answer["prompt_token_ids"], generated))
