@@ -25,8 +25,7 @@ from typing import Any
 import httpx
 
 from benchmarks.hit_ceiling import common_prefix
-from benchmarks.routing import MODEL, ROOT, Plan, _engine, _smollm2
-from gateway.config import load_config
+from benchmarks.routing import MODEL, ROOT, Plan, _engine, smollm2_dir
 from loadtest.conversations import Conversation, shared_system_prompt
 from workload.prompts import PromptFactory, chat_ids, load_tokenizer
 
@@ -83,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench" / "routing" / "reply-tokens.json")
     args = parser.parse_args(argv)
-    model_dir = _smollm2(load_config(ROOT / "engine_config" / "cpu.yaml")).engine.model  # type: ignore[union-attr]
+    model_dir = smollm2_dir()
     url = f"http://127.0.0.1:{args.port}"
 
     def say(message: str) -> None:

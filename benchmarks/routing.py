@@ -126,7 +126,7 @@ def run(plan: Plan, *, port_base: int | None, progress: Progress, workdir: Path)
     engines = [f"http://127.0.0.1:{ports.take(101 + i)}" for i in range(plan.replicas)]
     cpus = sorted(os.sched_getaffinity(0))  # as benchmarks/suite.py and gateway_cost.py read them
     cores = [cpus[i % len(cpus)] for i in range(plan.replicas)]
-    model_dir = _smollm2(load_config(ROOT / "engine_config" / "cpu.yaml")).engine.model  # type: ignore[union-attr]
+    model_dir = smollm2_dir()
     records: list[dict[str, Any]] = []
     started = time.time()
     with contextlib.ExitStack() as stack:
@@ -353,6 +353,11 @@ class _Ports:
 
     def take(self, offset: int) -> int:
         return free_port() if self.base is None else self.base + offset
+
+
+def smollm2_dir() -> str:
+    """SmolLM2's local model directory, as engine_config/cpu.yaml names it."""
+    return _smollm2(load_config(ROOT / "engine_config" / "cpu.yaml")).engine.model  # type: ignore[union-attr]
 
 
 def _smollm2(config: DeploymentConfig) -> ModelSpec:
