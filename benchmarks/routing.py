@@ -71,6 +71,12 @@ ROOT = Path(__file__).resolve().parent.parent
 MODEL = "smollm2-135m-instruct"
 HITS, QUERIES = "vllm:prefix_cache_hits_total", "vllm:prefix_cache_queries_total"
 SUCCESS = "vllm:request_success_total"
+PREEMPTIONS = "vllm:num_preemptions_total"
+# Where a request's time to first token went, as the engine counts it: waiting to be scheduled
+# (no free slot or KV blocks) and prefill (from scheduled to first token, which on a shared core
+# includes the steps of every request batched with it).
+QUEUE_S = ("vllm:request_queue_time_seconds_sum", "vllm:request_queue_time_seconds_count")
+PREFILL_S = ("vllm:request_prefill_time_seconds_sum", "vllm:request_prefill_time_seconds_count")
 Progress = Callable[[str], None]
 
 
@@ -251,8 +257,15 @@ def _measure(
         rows = [row for row in csv.DictReader(f) if row["Name"] != "Aggregated"]
     summary = json.loads((out / "summary.json").read_text())
     after = [scrape(url) for url in engines]
-    hits = sum(a.get(HITS, 0) - b.get(HITS, 0) for a, b in zip(after, before, strict=True))
-    queries = sum(a.get(QUERIES, 0) - b.get(QUERIES, 0) for a, b in zip(after, before, strict=True))
+
+    def grown(name: str) -> float:
+        return sum(a.get(name, 0) - b.get(name, 0) for a, b in zip(after, before, strict=True))
+
+    def mean(sum_count: tuple[str, str]) -> float | None:
+        count = grown(sum_count[1])
+        return grown(sum_count[0]) / count if count else None
+
+    hits, queries = grown(HITS), grown(QUERIES)
     ttft = next((r for r in rows if r["Type"] == "TTFT"), None)
     chat = next((r for r in rows if r["Type"] == "chat"), None)
     decisions = {k: v - decisions_before.get(k, 0) for k, v in _decisions(gateway).items()}
@@ -272,6 +285,9 @@ def _measure(
         "prefix_cache_queries": queries,
         "hit_rate": hits / queries if queries else None,
         "requests_per_engine": [a.get(SUCCESS, 0) - b.get(SUCCESS, 0) for a, b in zip(after, before, strict=True)],
+        "engine_queue_s_mean": mean(QUEUE_S),
+        "engine_prefill_s_mean": mean(PREFILL_S),
+        "preemptions": grown(PREEMPTIONS),
         "routing_decisions": {k: v for k, v in decisions.items() if v},
     }
 

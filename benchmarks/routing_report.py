@@ -81,7 +81,17 @@ def one_line(r: dict[str, Any]) -> str:
         f"{r['requests']} requests, {r['failures']} failed, {r['output_tokens_per_s']:.1f} output tok/s "
         f"(steady {_fmt(r.get('steady_tokens_per_s'), '.1f')}), "
         f"TTFT p50 {_fmt(r['ttft_p50_ms'], '.0f')} ms, prefix-cache hit rate {hit}, "
-        f"per engine {[int(x) for x in r['requests_per_engine']]}, decisions {r['routing_decisions']}"
+        f"per engine {[int(x) for x in r['requests_per_engine']]}, decisions {r['routing_decisions']}" + engine_time(r)
+    )
+
+
+def engine_time(r: dict[str, Any]) -> str:
+    """The engines' split of the time to first token (records before 2026-12-02 have none)."""
+    if "preemptions" not in r:
+        return ""
+    return (
+        f", engine queue {_fmt(r['engine_queue_s_mean'], '.2f')} s + prefill "
+        f"{_fmt(r['engine_prefill_s_mean'], '.2f')} s a request, {r['preemptions']:.0f} preemptions"
     )
 
 
@@ -202,6 +212,17 @@ def plot(results: dict[str, Any], path: Path) -> list[str]:
     return [title for _, title, _, _ in panels]
 
 
+def runs_section(results: dict[str, Any]) -> str:
+    """Every run in the order it ran: the figures behind the table, the split over the engines and
+    where the engines' time to first token went."""
+    lines = [
+        f"- round {r['round']}, {r['workload']} through {r['policy']}: {one_line(r)}"
+        for r in results["runs"]
+        if "requests_per_engine" in r
+    ]
+    return "\n## Runs\n\n" + "\n".join(lines) + "\n" if lines else ""
+
+
 def write(results: dict[str, Any], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -209,6 +230,6 @@ def write(results: dict[str, Any], out: Path) -> None:
     setup = f": {engines['replicas']} replicas on cores {engines['cores']}" if "replicas" in engines else ""
     (out / "report.md").write_text(
         f"# Routing benchmark, {results['date']}{setup}\n\n{table(results)}\n{load_line(results)}"
-        f"{ceiling_line(results)}"
+        f"{ceiling_line(results)}{runs_section(results)}"
     )
     plot(results, out / "routing.png")

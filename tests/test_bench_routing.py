@@ -72,6 +72,35 @@ def test_table_and_files(tmp_path: Path) -> None:
     assert "2.00x" in (tmp_path / "report.md").read_text()
 
 
+def test_report_lists_each_run_with_the_engines_time_split(tmp_path: Path) -> None:
+    measured = {
+        "requests": 12,
+        "steady_tokens_per_s": 9.5,
+        "requests_per_engine": [7.0, 5.0],
+        "routing_decisions": {"cache_hit": 11},
+    }
+    runs = [
+        record("multi-turn", "least_loaded", 1, hit_rate=0.4, ttft_p50_ms=2000.0, **measured),
+        record(
+            "multi-turn",
+            "prefix",
+            1,
+            hit_rate=0.8,
+            ttft_p50_ms=1000.0,
+            engine_queue_s_mean=1.25,
+            engine_prefill_s_mean=3.5,
+            preemptions=2.0,
+            **measured,
+        ),
+    ]
+    write({"date": "today", "runs": runs, "summary": summarize(runs)}, tmp_path)
+    report = (tmp_path / "report.md").read_text()
+    lines = [line for line in report.splitlines() if line.startswith("- round 1, multi-turn")]
+    assert len(lines) == 2
+    assert "per engine [7, 5]" in lines[0] and "engine queue" not in lines[0]  # recorded before the split was
+    assert lines[1].endswith("engine queue 1.25 s + prefill 3.50 s a request, 2 preemptions")
+
+
 def test_table_has_columns_only_for_the_workloads_that_ran() -> None:
     multi_turn = [r for r in RECORDS if r["workload"] == "multi-turn"]  # as with --workloads multi-turn
     text = table({"summary": summarize(multi_turn)})
