@@ -27,6 +27,9 @@ def record(workload: str, policy: str, round_: int, **values: Any) -> dict[str, 
         "hit_rate": None,
         "ttft_p50_ms": None,
         "output_tokens_per_s": 0.0,
+        "requests": 10,
+        "requests_per_engine": [5.0, 5.0],
+        "routing_decisions": {},
     } | values
 
 
@@ -73,12 +76,7 @@ def test_table_and_files(tmp_path: Path) -> None:
 
 
 def test_report_lists_each_run_with_the_engines_time_split(tmp_path: Path) -> None:
-    measured = {
-        "requests": 12,
-        "steady_tokens_per_s": 9.5,
-        "requests_per_engine": [7.0, 5.0],
-        "routing_decisions": {"cache_hit": 11},
-    }
+    measured = {"requests": 12, "requests_per_engine": [7.0, 5.0], "routing_decisions": {"cache_hit": 11}}
     runs = [
         record("multi-turn", "least_loaded", 1, hit_rate=0.4, ttft_p50_ms=2000.0, **measured),
         record(
