@@ -13,6 +13,7 @@ import signal
 import socket
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -80,20 +81,38 @@ def assert_engine_stops_generating(engine_url: str) -> None:
 # 1. Client disconnect aborts the engine's work -------------------------------------------
 
 
-def test_streaming_client_disconnect_aborts_generation(stack: Stack) -> None:
-    engine = stack.engine_url(QWEN)
-    before = engine_metric(engine, "vllm:generation_tokens_total")
+def stream_and_leave(stack: Stack, engine: str) -> str | None:
+    """Start a 1900-token stream (about 40 s of generation here), read its first events, and
+    leave while the engine is generating it. Returns None when it left a running generation,
+    or, when the engine had nothing running after the first events, what the stream said and
+    what the gateway logged: then the disconnect below would prove nothing."""
     body = chat(QWEN, 1900, stream=True)
     with httpx.stream("POST", f"{stack.gateway_url}/v1/chat/completions", json=body, timeout=60) as response:
         assert response.status_code == 200
         chunks = response.iter_raw()
-        for _ in range(5):
-            next(chunks)
-        # The engine is working on it (polled: one CI run read 0 here once, cause not found,
-        # so a failure now says what the engine and the gateway reported).
-        running = wait_until(lambda: engine_metric(engine, "vllm:num_requests_running") >= 1, timeout=10)
-        assert running, engine_state(stack, engine)
-    # leaving the block closed the connection mid-stream
+        head = b"".join(next(chunks) for _ in range(5))
+        if wait_until(lambda: engine_metric(engine, "vllm:num_requests_running") >= 1, timeout=10):
+            return None  # leaving the block closes the connection mid-stream
+        state = engine_state(stack, engine)
+        rest = b"".join(chunks)  # the stream is over (nothing runs): read how it ended
+    request_id = response.headers.get("x-request-id", "?")
+    logged = [line for line in stack.log_tail(400).splitlines() if request_id in line]
+    return f"{state}; first events {head[:300]!r}; end {rest[-600:]!r}; gateway log {logged}"
+
+
+def test_streaming_client_disconnect_aborts_generation(stack: Stack) -> None:
+    engine = stack.engine_url(QWEN)
+    before = engine_metric(engine, "vllm:generation_tokens_total")
+    # Two CI runs (of many) found the engine idle right after the first events, with the gateway
+    # holding no request either: the stream had ended on its own, cause not reproduced locally
+    # (the engine takes ~40 s for these tokens). Such a run says what ended it and tries again
+    # once; the abort itself is checked on a stream that was seen running.
+    ended_early = stream_and_leave(stack, engine)
+    if ended_early is not None:
+        warnings.warn(f"a 1900-token stream ended by itself after its first events: {ended_early}", stacklevel=1)
+        before = engine_metric(engine, "vllm:generation_tokens_total")
+        again = stream_and_leave(stack, engine)
+        assert again is None, f"twice: {ended_early} / {again}"
     assert_engine_stops_generating(engine)
     assert engine_metric(engine, "vllm:generation_tokens_total") - before < 1900
 
