@@ -42,6 +42,7 @@ from gateway.database import open_database
 from gateway.discovery import Discovery, Resolver, system_resolver
 from gateway.dispatch import Dispatcher
 from gateway.drain import Drain, DrainMiddleware
+from gateway.engine_load import EngineLoadMonitor
 from gateway.errors import GatewayError, InvalidRequest, MethodNotAllowed, NotFound, render_error
 from gateway.health import HealthMonitor
 from gateway.metrics import GatewayMetrics
@@ -145,6 +146,8 @@ def create_app(
             monitor = HealthMonitor(client, router, metrics, spec)
             await monitor.check_once()
             watch = asyncio.create_task(monitor.run())
+            engine_load = EngineLoadMonitor(client, router)  # `prefix` models only; else it returns at once
+            reading = asyncio.create_task(engine_load.run())
             if traffic.routes:
                 await traffic.sync_once()  # runtime settings other replicas (or a previous run) stored
             follow = asyncio.create_task(traffic.run())
@@ -164,6 +167,7 @@ def create_app(
                 yield
             finally:
                 watch.cancel()
+                reading.cancel()
                 follow.cancel()
                 await traffic.mirror.aclose()
                 finding.cancel()

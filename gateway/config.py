@@ -227,13 +227,27 @@ class RoutingSpec(_Strict):
     # requests in flight beyond the least loaded one, and more than balance_rel_threshold times its count.
     balance_abs_threshold: int = Field(default=2, ge=0)
     balance_rel_threshold: float = Field(default=1.5, ge=1)
+    # The engines' own load (gateway/engine_load.py): a replica whose engine queues requests or
+    # has more than balance_kv_threshold of its KV cache in use gives way to one that does not.
+    engine_load: bool = True  # read each engine's /metrics every engine_load_interval_s
+    engine_load_interval_s: float = Field(default=1, gt=0)
+    balance_kv_threshold: float = Field(default=0.9, ge=0, le=1)  # 1: only a queue counts
     max_tree_chars: int = Field(default=4 * 1024 * 1024, gt=0)  # prompt text remembered per replica
     block_chars: int = Field(default=64, gt=0)  # the tree's granularity
 
     @model_validator(mode="after")
     def _knobs_of_the_chosen_policy(self) -> RoutingSpec:
         owners = {"session_header": "session"} | dict.fromkeys(
-            ("cache_threshold", "balance_abs_threshold", "balance_rel_threshold", "max_tree_chars", "block_chars"),
+            (
+                "cache_threshold",
+                "balance_abs_threshold",
+                "balance_rel_threshold",
+                "engine_load",
+                "engine_load_interval_s",
+                "balance_kv_threshold",
+                "max_tree_chars",
+                "block_chars",
+            ),
             "prefix",
         )
         # A knob the chosen policy ignores is most likely a mistake; one left at its default is

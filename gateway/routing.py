@@ -35,6 +35,9 @@ class Replica:
     healthy: bool = True
     draining: bool = False  # gone from discovery: finishes its requests, gets no new ones
     removed: bool = False  # no longer part of its route (drained); late health results are dropped
+    # The engine's own gauges (gateway/engine_load.py; `prefix` policy only), None when unknown.
+    waiting: float | None = None  # requests queued in its scheduler
+    kv_usage: float | None = None  # share of its KV cache blocks in use, 0-1
 
     @contextlib.contextmanager
     def busy(self) -> Iterator[Replica]:

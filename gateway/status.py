@@ -47,6 +47,9 @@ class StatusReporter:
             "kv_cache_tokens": local.kv.logged_tokens if is_local and local and local.kv else None,
             "kv_cache_tokens_planned": local.kv.predicted_tokens if is_local and local and local.kv else None,
             "in_flight": replica.in_flight,
+            # The engine's own gauges as the `prefix` policy last read them (None: not read).
+            "engine_waiting": replica.waiting,
+            "engine_kv_usage": replica.kv_usage,
         }
 
     def models(self) -> list[dict[str, Any]]:

@@ -287,3 +287,70 @@ def test_a_conversations_next_turn_follows_its_cache_past_a_lighter_replica() ->
         conversation += words(40, seed=turn)
         choice = r.decide(hints=prompt(conversation))
         assert choice is not None and choice.replica is home.replica and choice.reason == "cache_hit"
+
+
+# --- prefix: the engines' own load (gateway/engine_load.py sets waiting / kv_usage) ----------
+
+
+def holding(r: ModelRoute, replica: Replica, text: str) -> None:
+    assert isinstance(r.policy, CacheAware)
+    r.policy.index.insert(replica.url, r.policy.index.path(text))
+
+
+@pytest.mark.parametrize(
+    ("holder_gauges", "other_gauges", "expected"),
+    [
+        ((0, 0.5), (0, 0.2), "cache_hit"),  # room on both
+        ((2, 0.5), (0, 0.2), "engine_full"),  # the holder's engine queues requests
+        ((0, 0.95), (0, 0.2), "engine_full"),  # the holder's KV cache is above 0.9
+        ((0, 0.95), (1, 0.2), "cache_hit"),  # both full: the cache is worth more
+        ((None, None), (0, 0.0), "cache_hit"),  # the holder's gauges unknown: no signal
+    ],
+)
+def test_prefix_gives_up_the_cache_when_the_holders_engine_is_full(
+    holder_gauges: tuple[float | None, float | None], other_gauges: tuple[float | None, float | None], expected: str
+) -> None:
+    r = route("prefix", URLS[:2])
+    holder, other = r.replicas
+    text = words(300, seed=30)
+    holding(r, holder, text)
+    holder.waiting, holder.kv_usage = holder_gauges
+    other.waiting, other.kv_usage = other_gauges
+    holder.in_flight = 1  # within the in-flight thresholds: only the engine's gauges can move it
+    choice = r.decide(hints=prompt(text + " next"))
+    assert choice is not None and choice.reason == expected
+    assert choice.replica is (other if expected == "engine_full" else holder)
+
+
+def test_new_conversations_avoid_full_engines_even_when_they_carry_fewer_requests() -> None:
+    r = route("prefix", URLS[:3])
+    full, busy, idle_but_full = r.replicas
+    full.waiting, busy.waiting, idle_but_full.kv_usage = 3, 0, 0.97
+    full.in_flight, busy.in_flight, idle_but_full.in_flight = 0, 2, 0
+    system = words(300, seed=31)
+    first = r.decide(hints=prompt(system + words(30, seed=32)))
+    assert first is not None and first.replica is busy and first.reason == "cache_miss"
+    second = r.decide(hints=prompt(system + words(30, seed=33)))  # shares the system prompt
+    assert second is not None and second.replica is busy and second.reason == "shared_prefix"
+
+
+def test_with_every_engine_full_load_decides_as_before() -> None:
+    r = route("prefix", URLS[:2])
+    a, b = r.replicas
+    a.waiting = b.waiting = 2
+    a.in_flight = 1
+    choice = r.decide(hints=prompt(words(200, seed=34)))
+    assert choice is not None and choice.replica is b and choice.reason == "cache_miss"
+
+
+def test_a_kv_threshold_of_1_leaves_only_the_queue_as_a_signal() -> None:
+    r = route("prefix", URLS[:2], balance_kv_threshold=1.0)
+    holder, other = r.replicas
+    text = words(300, seed=35)
+    holding(r, holder, text)
+    holder.kv_usage = 1.0
+    choice = r.decide(hints=prompt(text + " next"))
+    assert choice is not None and choice.replica is holder and choice.reason == "cache_hit"
+    holder.waiting = 1
+    choice = r.decide(hints=prompt(text + " next"))
+    assert choice is not None and choice.replica is other and choice.reason == "engine_full"
