@@ -51,7 +51,7 @@ TINY_CONFIG = {
 
 def suite_port(offset: int) -> int:
     """A port in this suite's range, TEST_PORT_BASE + offset (0-999). Taken: the stack 0, 101, 102;
-    test_server 30-35 and 131-132; test_hardening 41-46; test_traffic 61-65; test_web_page 66;
+    test_server 30-35 and 131-132; test_hardening 41-47; test_traffic 61-65; test_web_page 66;
     test_supervisor 200-229; test_drain 230-259."""
     assert 0 <= offset < 1000
     return PORT_BASE + offset
