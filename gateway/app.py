@@ -57,7 +57,7 @@ from gateway.tally import Tallies
 from gateway.traffic import TrafficDirector
 from gateway.traffic_api import traffic_router
 from gateway.traffic_store import TrafficStore
-from gateway.upstream import AiohttpUpstream, HttpxUpstream, Upstream
+from gateway.upstream import POOL_KEEPALIVE_S, AiohttpUpstream, HttpxUpstream, Upstream
 from gateway.votes import VoteStore, resolve_db_target
 
 
@@ -118,7 +118,8 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         timeout = httpx.Timeout(spec.request_timeout_s, connect=spec.connect_timeout_s)
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=512)
+        # Idle connections go before the engine's keep-alive closes them (see gateway/upstream.py).
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=512, keepalive_expiry=POOL_KEEPALIVE_S)
         database = open_database(resolve_db_target(os.environ.get(spec.compare.votes_db_env) or spec.compare.votes_db))
         async with httpx.AsyncClient(timeout=timeout, limits=limits, transport=transport) as client:
             # The data path gets its own, faster client; an injected (fake) transport is used for it too.

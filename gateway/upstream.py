@@ -16,13 +16,24 @@ read to the end closes its TCP connection, which is how vLLM learns to abort a g
 Transport failures become gateway errors here and nowhere else on the data path:
 could not connect -> EngineUnavailable (503, retried on another replica by the proxy), the
 connection dropped -> UpstreamError (502). Timeouts are the proxy's (`asyncio.timeout`).
+
+Pooled connections and the engine's keep-alive. vLLM's server closes a connection that has been
+idle for VLLM_HTTP_TIMEOUT_KEEP_ALIVE seconds (5 by default). A client that reuses a pooled
+connection just as the engine closes it sees "Can not write request body" or "Server
+disconnected" although the engine is fine: a CI run failed on exactly that, and the dispatcher then
+took the healthy replica out of rotation. Two defences: the pool drops its own idle connections
+after POOL_KEEPALIVE_S, before the engine would (aiohttp checks the age when it hands one out);
+and a request whose connection closed before any answer came is sent once more on a new
+connection (aiohttp itself retries only idempotent methods; here nothing reached a live handler,
+and the dispatcher's retry on another replica resends the same body anyway). Only if that fresh
+connection fails too is the engine unavailable.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
 import aiohttp
 import httpx
@@ -93,16 +104,25 @@ class _AiohttpResponse:
             self._response.close()  # not finished: drop the connection so the engine aborts
 
 
+ENGINE_KEEPALIVE_S = 5  # vLLM's VLLM_HTTP_TIMEOUT_KEEP_ALIVE default (uvicorn's timeout_keep_alive)
+POOL_KEEPALIVE_S = 3.0  # below it, so an idle pooled connection is dropped here first
+
+
 class AiohttpUpstream:
-    def __init__(self, *, connect_timeout_s: float) -> None:
-        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30, ttl_dns_cache=300)
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            # Per-request deadlines are the proxy's; only connecting has its own limit here.
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout_s),
-            auto_decompress=False,
-            skip_auto_headers=("User-Agent", "Accept-Encoding"),
-        )
+    def __init__(self, *, connect_timeout_s: float, keepalive_s: float = POOL_KEEPALIVE_S) -> None:
+        # Per-request deadlines are the proxy's; only connecting has its own limit here.
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout_s)
+        options: dict[str, Any] = {
+            "timeout": timeout,
+            "auto_decompress": False,
+            "skip_auto_headers": ("User-Agent", "Accept-Encoding"),
+        }
+        pooled = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=keepalive_s, ttl_dns_cache=300)
+        self._session = aiohttp.ClientSession(connector=pooled, **options)
+        # The second try after a connection closed under a request: always a new connection.
+        fresh = aiohttp.TCPConnector(limit=0, limit_per_host=0, force_close=True, ttl_dns_cache=300)
+        self._fresh_session = aiohttp.ClientSession(connector=fresh, **options)
+        self.resent = 0  # requests sent again after their connection closed unanswered
 
     async def request(
         self, method: str, url: str, body: bytes | None, headers: dict[str, str], *, engine: str
@@ -110,12 +130,19 @@ class AiohttpUpstream:
         if body is not None:
             headers = {"Content-Type": "application/json", **headers}
         try:
-            response = await self._session.request(method, url, data=body, headers=headers)
+            try:
+                response = await self._session.request(method, url, data=body, headers=headers)
+            except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError):
+                raise
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+                # Closed before any answer (see the module docstring): once more, on a new connection.
+                self.resent += 1
+                response = await self._fresh_session.request(method, url, data=body, headers=headers)
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             raise EngineUnavailable(f"Engine '{engine}' is not reachable: {exc}", retry_after=5) from exc
         except aiohttp.ClientConnectionError as exc:
-            # A pooled keep-alive connection the engine had closed (it restarted): the request
-            # never reached a live engine, so it may go to another replica like a failed connect.
+            # Closed again on a new connection (the engine is going down): nothing reached a
+            # live handler, so the request may go to another replica like a failed connect.
             raise EngineUnavailable(f"Engine '{engine}' closed the connection: {exc}", retry_after=5) from exc
         except aiohttp.ClientError as exc:
             raise UpstreamError(f"Engine '{engine}' sent an invalid response: {exc}") from exc
@@ -123,6 +150,7 @@ class AiohttpUpstream:
 
     async def aclose(self) -> None:
         await self._session.close()
+        await self._fresh_session.close()
 
 
 # --- httpx: for an injected transport (unit tests against a FAKE upstream) ----------------
