@@ -130,14 +130,7 @@ class AiohttpUpstream:
         if body is not None:
             headers = {"Content-Type": "application/json", **headers}
         try:
-            try:
-                response = await self._session.request(method, url, data=body, headers=headers)
-            except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError):
-                raise
-            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
-                # Closed before any answer (see the module docstring): once more, on a new connection.
-                self.resent += 1
-                response = await self._fresh_session.request(method, url, data=body, headers=headers)
+            response = await self._send(method, url, body, headers)
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             raise EngineUnavailable(f"Engine '{engine}' is not reachable: {exc}", retry_after=5) from exc
         except aiohttp.ClientConnectionError as exc:
@@ -147,6 +140,16 @@ class AiohttpUpstream:
         except aiohttp.ClientError as exc:
             raise UpstreamError(f"Engine '{engine}' sent an invalid response: {exc}") from exc
         return _AiohttpResponse(response, engine)
+
+    async def _send(self, method: str, url: str, body: bytes | None, headers: dict[str, str]) -> aiohttp.ClientResponse:
+        """On the pool; once more on a new connection if the pooled one closed before any answer."""
+        try:
+            return await self._session.request(method, url, data=body, headers=headers)
+        except aiohttp.ClientConnectorError:
+            raise  # could not connect at all: nothing to resend on
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+            self.resent += 1  # closed under the request (see the module docstring)
+            return await self._fresh_session.request(method, url, data=body, headers=headers)
 
     async def aclose(self) -> None:
         await self._session.close()
