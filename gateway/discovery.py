@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit, urlunsplit
 
 from gateway.metrics import GatewayMetrics
+from gateway.periodic import every
 from gateway.routing import ModelRoute, Replica, Router
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
@@ -119,9 +120,11 @@ class Discovery:
         await asyncio.gather(*(self._watch(route) for route in self.routes))
 
     async def _watch(self, route: ModelRoute) -> None:
-        while True:
-            await asyncio.sleep(route.spec.routing.resolve_interval_s)
-            try:
-                await self.refresh_route(route)
-            except Exception:  # a discovery hiccup must never stop discovery; say what it was
-                logger.exception("%s: discovery round failed", route.name)
+        # The first round ran before serving (refresh), hence wait_first.
+        await every(
+            route.spec.routing.resolve_interval_s,
+            lambda: self.refresh_route(route),
+            what=f"{route.name}: discovery round",
+            wait_first=True,
+            log=logger,
+        )

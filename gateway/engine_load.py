@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from gateway.periodic import every
 from gateway.routing import ModelRoute, Replica, Router
 
 SCRAPE_TIMEOUT_S = 2.0
@@ -80,9 +81,4 @@ class EngineLoadMonitor:
     async def run(self) -> None:
         if not self.routes:
             return
-        while True:
-            try:
-                await self.check_once()
-            except Exception:  # like the health checks: a hiccup must never stop the reads
-                logger.exception("engine load round failed; next one in %.1f s", self.interval_s)
-            await asyncio.sleep(self.interval_s)
+        await every(self.interval_s, self.check_once, what="engine load round", log=logger)

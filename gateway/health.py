@@ -18,6 +18,7 @@ import httpx
 
 from gateway.config import GatewaySpec
 from gateway.metrics import GatewayMetrics
+from gateway.periodic import every
 from gateway.routing import Replica, Router
 
 PROBE_TIMEOUT_S = 2.0
@@ -57,9 +58,4 @@ class HealthMonitor:
             self.metrics.engine_up.labels(route.name, replica.url).set(1 if healthy else 0)
 
     async def run(self) -> None:
-        while True:
-            try:
-                await self.check_once()
-            except Exception:  # a monitoring hiccup must never stop monitoring; say what it was
-                logger.exception("health check round failed; next one in %.0f s", self.spec.health_interval_s)
-            await asyncio.sleep(self.spec.health_interval_s)
+        await every(self.spec.health_interval_s, self.check_once, what="health check round", log=logger)

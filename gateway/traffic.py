@@ -43,6 +43,7 @@ from gateway.errors import (
     NotFound,
 )
 from gateway.metrics import ArmMetrics, GatewayMetrics
+from gateway.periodic import every
 from gateway.request_policy import EngineApi
 from gateway.routing import ModelRoute, Router
 
@@ -378,19 +379,20 @@ class TrafficDirector:
             return
         store = self.store
         last_prune = 0.0
-        while True:
-            await asyncio.sleep(self.poll_s)
-            try:
-                self.apply_stored(await asyncio.to_thread(store.settings))
-                if time.monotonic() - last_prune >= self.prune_every_s:
-                    last_prune = time.monotonic()
-                    for traffic in self.routes.values():
-                        retention = traffic.spec.retention
-                        await asyncio.to_thread(
-                            store.prune,
-                            traffic.name,
-                            max_pairs=retention.max_pairs,
-                            max_age_s=retention.max_age_days * 86_400,
-                        )
-            except Exception:  # the database being away for a while must not stop the loop
-                logger.exception("traffic settings poll failed")
+
+        async def poll() -> None:  # a failed round (the database away for a while) is logged; the next one comes
+            nonlocal last_prune
+            self.apply_stored(await asyncio.to_thread(store.settings))
+            if time.monotonic() - last_prune >= self.prune_every_s:
+                last_prune = time.monotonic()
+                for traffic in self.routes.values():
+                    retention = traffic.spec.retention
+                    await asyncio.to_thread(
+                        store.prune,
+                        traffic.name,
+                        max_pairs=retention.max_pairs,
+                        max_age_s=retention.max_age_days * 86_400,
+                    )
+
+        # sync_once applied the stored settings before serving, hence wait_first.
+        await every(self.poll_s, poll, what="traffic settings poll", wait_first=True, log=logger)
