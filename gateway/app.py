@@ -126,7 +126,10 @@ def create_app(
             upstream: Upstream = (
                 HttpxUpstream(client)
                 if transport is not None
-                else AiohttpUpstream(connect_timeout_s=spec.connect_timeout_s)
+                else AiohttpUpstream(
+                    connect_timeout_s=spec.connect_timeout_s,
+                    on_resend=lambda model: metrics.resent.labels(model).inc(),
+                )
             )
             votes = VoteStore(database)
             dispatcher = Dispatcher(upstream, gates, metrics)

@@ -87,6 +87,12 @@ class GatewayMetrics:
             registry=r,
         )
         self.retries = Counter("gateway_upstream_retries", "Requests retried on another replica", ["model"], registry=r)
+        self.resent = Counter(
+            "gateway_upstream_resent",
+            "Requests sent once more on a new connection after a pooled one closed unanswered (gateway/upstream.py)",
+            ["model"],
+            registry=r,
+        )
         self.routing_decisions = Counter(
             "gateway_routing_decisions",
             "Replica choices by the model's routing policy, by reason (gateway/policies.py)",

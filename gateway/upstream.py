@@ -32,7 +32,7 @@ connection fails too is the engine unavailable.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, Protocol
 
 import aiohttp
@@ -109,7 +109,13 @@ POOL_KEEPALIVE_S = 3.0  # below it, so an idle pooled connection is dropped here
 
 
 class AiohttpUpstream:
-    def __init__(self, *, connect_timeout_s: float, keepalive_s: float = POOL_KEEPALIVE_S) -> None:
+    def __init__(
+        self,
+        *,
+        connect_timeout_s: float,
+        keepalive_s: float = POOL_KEEPALIVE_S,
+        on_resend: Callable[[str], None] | None = None,
+    ) -> None:
         # Per-request deadlines are the proxy's; only connecting has its own limit here.
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout_s)
         options: dict[str, Any] = {
@@ -123,6 +129,7 @@ class AiohttpUpstream:
         fresh = aiohttp.TCPConnector(limit=0, limit_per_host=0, force_close=True, ttl_dns_cache=300)
         self._fresh_session = aiohttp.ClientSession(connector=fresh, **options)
         self.resent = 0  # requests sent again after their connection closed unanswered
+        self._on_resend = on_resend  # called with the model's name (gateway_upstream_resent)
 
     async def request(
         self, method: str, url: str, body: bytes | None, headers: dict[str, str], *, engine: str
@@ -130,7 +137,7 @@ class AiohttpUpstream:
         if body is not None:
             headers = {"Content-Type": "application/json", **headers}
         try:
-            response = await self._send(method, url, body, headers)
+            response = await self._send(method, url, body, headers, engine)
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             raise EngineUnavailable(f"Engine '{engine}' is not reachable: {exc}", retry_after=5) from exc
         except aiohttp.ClientConnectionError as exc:
@@ -141,7 +148,9 @@ class AiohttpUpstream:
             raise UpstreamError(f"Engine '{engine}' sent an invalid response: {exc}") from exc
         return _AiohttpResponse(response, engine)
 
-    async def _send(self, method: str, url: str, body: bytes | None, headers: dict[str, str]) -> aiohttp.ClientResponse:
+    async def _send(
+        self, method: str, url: str, body: bytes | None, headers: dict[str, str], engine: str
+    ) -> aiohttp.ClientResponse:
         """On the pool; once more on a new connection if the pooled one closed before any answer."""
         try:
             return await self._session.request(method, url, data=body, headers=headers)
@@ -149,6 +158,8 @@ class AiohttpUpstream:
             raise  # could not connect at all: nothing to resend on
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
             self.resent += 1  # closed under the request (see the module docstring)
+            if self._on_resend is not None:
+                self._on_resend(engine)
             return await self._fresh_session.request(method, url, data=body, headers=headers)
 
     async def aclose(self) -> None:

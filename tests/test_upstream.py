@@ -255,7 +255,8 @@ async def test_a_pooled_connection_closed_under_a_request_is_sent_again_on_a_new
     """The CI failure of stop 23 ("Engine 'r1-tiny' closed the connection: Can not write request
     body"): the engine was fine, the pooled connection was not. The request must succeed."""
     fake, url = closing_engine
-    upstream = AiohttpUpstream(connect_timeout_s=2)
+    resent: list[str] = []
+    upstream = AiohttpUpstream(connect_timeout_s=2, on_resend=resent.append)
     try:
         for i in range(3):
             response = await upstream.request("POST", f"{url}/json", b'{"n": %d}' % i, {}, engine="e")
@@ -266,6 +267,7 @@ async def test_a_pooled_connection_closed_under_a_request_is_sent_again_on_a_new
     # request 1 met the closing pooled connection and went again on a new one; request 2 then
     # found the pool empty and opened a third
     assert (fake.connections, fake.dropped, upstream.resent) == (3, 1, 1)
+    assert resent == ["e"], "told once, with the model's name (gateway_upstream_resent)"
 
 
 @pytest.mark.parametrize("closing_engine", [0], indirect=True)
