@@ -128,8 +128,9 @@ class AiohttpUpstream:
         # The second try after a connection closed under a request: always a new connection.
         fresh = aiohttp.TCPConnector(limit=0, limit_per_host=0, force_close=True, ttl_dns_cache=300)
         self._fresh_session = aiohttp.ClientSession(connector=fresh, **options)
-        self.resent = 0  # requests sent again after their connection closed unanswered
-        self._on_resend = on_resend  # called with the model's name (gateway_upstream_resent)
+        # Told the model's name of each request sent again after its connection closed unanswered
+        # (the app counts them in gateway_upstream_resent).
+        self._on_resend = on_resend
 
     async def request(
         self, method: str, url: str, body: bytes | None, headers: dict[str, str], *, engine: str
@@ -157,7 +158,7 @@ class AiohttpUpstream:
         except aiohttp.ClientConnectorError:
             raise  # could not connect at all: nothing to resend on
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
-            self.resent += 1  # closed under the request (see the module docstring)
+            # closed under the request (see the module docstring)
             if self._on_resend is not None:
                 self._on_resend(engine)
             return await self._fresh_session.request(method, url, data=body, headers=headers)
